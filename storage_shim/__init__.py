@@ -1,0 +1,65 @@
+"""storage_shim: JSON documents on plain files that never tear, never vanish, never lose an update.
+
+>>> import storage_shim as ss
+>>> with ss.open_store(location, backend="atomic") as store:   # doctest: +SKIP
+...     store.write(("session", "ses_1"), {"title": "hello"})
+"""
+
+from __future__ import annotations
+
+from ._types import Key, KeyLike
+from .__about__ import __version__
+from .backend import Backend, BackendSpec, Capabilities, Durability, Receipt, WriteOutcome
+from .errors import (
+    CorruptDocumentError,
+    DuplicateBackendError,
+    InvalidKeyError,
+    LockTimeoutError,
+    NotFoundError,
+    PluginError,
+    SerializationError,
+    StorageError,
+    StorageIOError,
+    StoreClosedError,
+    UnknownBackendError,
+    UnsafePathError,
+    UnsupportedOperationError,
+)
+from .fs import FileSystem
+from .keys import parse_key
+from .markers import hookimpl, hookspec
+from .routing import Routes
+from .store import Store, backend_specs, open_store
+
+__all__ = [
+    "Backend",
+    "BackendSpec",
+    "Capabilities",
+    "CorruptDocumentError",
+    "DuplicateBackendError",
+    "Durability",
+    "FileSystem",
+    "InvalidKeyError",
+    "Key",
+    "KeyLike",
+    "LockTimeoutError",
+    "NotFoundError",
+    "PluginError",
+    "Receipt",
+    "Routes",
+    "SerializationError",
+    "StorageError",
+    "StorageIOError",
+    "Store",
+    "StoreClosedError",
+    "UnknownBackendError",
+    "UnsafePathError",
+    "UnsupportedOperationError",
+    "WriteOutcome",
+    "__version__",
+    "backend_specs",
+    "hookimpl",
+    "hookspec",
+    "open_store",
+    "parse_key",
+]

@@ -1,0 +1,177 @@
+"""What a backend is: the base class plugin authors subclass, and its registration record.
+
+A backend only moves bytes. Keys arrive validated, values arrive serialised; the
+:class:`~storage_shim.Store` does keys, JSON, routing, hooks and read retries.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Self
+
+from ._types import Key
+from .errors import UnsupportedOperationError
+
+Durability = Literal["none", "fsync", "full"]
+DURABILITY_LEVELS: tuple[Durability, ...] = ("none", "fsync", "full")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend promises. Each field is proven by the conformance suite."""
+
+    atomic_reads: bool
+    """A reader using the library never sees a partly written document."""
+    crash_safe: bool
+    """After a crash or power loss each document is its old or its new version."""
+    durable: bool
+    """With ``durability`` other than ``"none"``, an acknowledged write survives power loss."""
+    cross_process: bool
+    """``update()`` is atomic across processes, not only across threads."""
+    transactions: bool = False
+    """Several documents can be written all-or-nothing."""
+    persistent: bool = True
+    """Documents outlive the backend object (false only for the in-memory test double)."""
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What a backend did to make one write durable; the store turns it into a receipt."""
+
+    file_synced: bool
+    dir_synced: bool
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Returned by :meth:`Store.write`: how a write was carried out."""
+
+    backend: str
+    key: Key
+    bytes: int
+    durability: Durability
+    file_synced: bool
+    dir_synced: bool
+    retries: int = 0
+
+    @property
+    def durable(self) -> bool:
+        """True when both the data and its directory entry were flushed to stable storage."""
+        return self.file_synced and self.dir_synced
+
+
+class Backend(abc.ABC):
+    """Base class of every backend.
+
+    Subclasses implement :meth:`read`, :meth:`write`, :meth:`remove` and
+    :meth:`list`, declare :attr:`capabilities`, and override :meth:`lock` when
+    they can exclude other processes. Keys are validated tuples of segments.
+    """
+
+    capabilities: ClassVar[Capabilities]
+    durability: Durability = "fsync"
+
+    @abc.abstractmethod
+    def read(self, key: Key) -> bytes:
+        """Return the stored bytes; raise :class:`NotFoundError` when there are none."""
+
+    @abc.abstractmethod
+    def write(self, key: Key, data: bytes) -> WriteOutcome:
+        """Store ``data`` under ``key``, replacing what was there."""
+
+    @abc.abstractmethod
+    def remove(self, key: Key) -> bool:
+        """Delete the document; return whether it existed."""
+
+    @abc.abstractmethod
+    def list(self, prefix: Key) -> Iterable[Key]:
+        """Yield every stored key that starts with ``prefix``, in any order."""
+
+    def exists(self, key: Key) -> bool:
+        from .errors import NotFoundError
+
+        try:
+            self.read(key)
+        except NotFoundError:
+            return False
+        return True
+
+    def lock(self, key: Key) -> contextlib.AbstractContextManager[None]:
+        """Exclude every other :meth:`lock` holder of ``key`` (re-entrant per thread).
+
+        :meth:`Store.update` holds it across read, function and write. Backends
+        whose lock only covers one process declare ``cross_process=False``.
+        """
+        raise UnsupportedOperationError(f"{type(self).__name__} has no lock")
+
+    def location_of(self, key: Key) -> str:
+        """Where the document lives, for error messages (a path or a URI)."""
+        return "/".join(key)
+
+    @property
+    def namespace(self) -> str:
+        """Backends with equal namespaces see the same documents (e.g. one directory)."""
+        return f"{type(self).__qualname__}@{id(self):x}"
+
+    def close(self) -> None:  # noqa: B027  # closing is optional for backends holding nothing
+        """Release resources; called once by the store."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+BackendFactory = Callable[..., Backend]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """How a plugin registers a backend, returned from ``storage_shim_backends``.
+
+    ``factory(location, **options)`` returns a :class:`Backend`; it receives only
+    the options its signature accepts. ``capabilities`` defaults to the
+    factory's own when the factory is a :class:`Backend` subclass.
+    """
+
+    name: str
+    factory: BackendFactory
+    description: str = ""
+    capabilities: Capabilities | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "_").isidentifier():
+            raise ValueError(f"backend name {self.name!r} must be an identifier (dashes allowed)")
+        if self.capabilities is None:
+            declared = getattr(self.factory, "capabilities", None)
+            if isinstance(declared, Capabilities):
+                object.__setattr__(self, "capabilities", declared)
+
+
+def fspath(location: str | os.PathLike[str]) -> str:
+    return os.path.abspath(os.fspath(location))
+
+
+def accepted_options(factory: BackendFactory, options: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``options`` that ``factory`` accepts (all of them with ``**kwargs``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return dict(options)
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict(options)
+    names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return {k: v for k, v in options.items() if k in names}
+
+
+@contextlib.contextmanager
+def nothing() -> Iterator[None]:
+    yield

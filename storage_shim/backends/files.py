@@ -1,0 +1,219 @@
+"""What every file backend shares: the layout, path safety, listing and locks.
+
+Documents live at ``<location>/<segments>.json``. The library's own files live
+under ``<location>/.storage_shim/`` or start with a dot next to the document,
+so they can never collide with a key (keys cannot start with a dot).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import ClassVar
+
+import filelock
+
+from .._types import Key
+from ..backend import Backend, Durability, WriteOutcome
+from ..errors import LockTimeoutError, NotFoundError, UnsafePathError
+from ..fs import FileSystem
+from ..keys import SUFFIX, is_valid_segment, relative_path
+
+STATE_DIR = ".storage_shim"
+"""The library's private directory inside a store."""
+TEMP_MARKER = ".ss-tmp"
+"""Every temporary file the library creates ends with this, so sweeps never touch a user's file."""
+
+
+class FileBackend(Backend):
+    """Base of the backends that keep one JSON file per key below ``location``."""
+
+    kind: ClassVar[str] = "files"
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str],
+        *,
+        durability: Durability = "fsync",
+        lock_timeout: float = 30.0,
+        fs: FileSystem | None = None,
+    ) -> None:
+        self.root = os.path.abspath(os.fspath(location))
+        self.durability = durability
+        self.lock_timeout = lock_timeout
+        self.fs = fs if fs is not None else FileSystem()
+        self._sync = durability != "none"
+        self._full = durability == "full"
+        self._thread_locks: weakref.WeakValueDictionary[Key, threading.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._thread_locks_guard = threading.Lock()
+        self._held = threading.local()
+        self.fs.makedirs(self.root)
+
+    @property
+    def namespace(self) -> str:
+        return f"files:{self.root}"
+
+    # -- paths ----------------------------------------------------------------------
+    def path(self, key: Key) -> str:
+        """The document's file, after checking no directory on the way is a symbolic link."""
+        current = self.root
+        for segment in key[:-1]:
+            current = os.path.join(current, segment)
+            try:
+                mode = self.fs.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                break
+            if stat.S_ISLNK(mode):
+                raise UnsafePathError(key, f"{current} is a symbolic link")
+        return os.path.join(self.root, relative_path(key))
+
+    def location_of(self, key: Key) -> str:
+        return os.path.join(self.root, relative_path(key))
+
+    def private_path(self, area: str, key: Key, suffix: str) -> str:
+        """``<location>/.storage_shim/<area>/<segments><suffix>``: the library's own per-key files."""
+        return os.path.join(self.root, STATE_DIR, area, *key[:-1], key[-1] + suffix)
+
+    def temp_path(self, target: str) -> str:
+        """A fresh, recognisable temporary name beside ``target``."""
+        head, tail = os.path.split(target)
+        return os.path.join(head, f".{tail}.{os.urandom(8).hex()}{TEMP_MARKER}")
+
+    def _unsafe(self, key: Key, exc: OSError) -> UnsafePathError | None:
+        if exc.errno == errno.ELOOP:
+            return UnsafePathError(key, f"{exc.filename} is a symbolic link")
+        return None
+
+    # -- reading --------------------------------------------------------------------
+    def _read_unlocked(self, key: Key) -> bytes:
+        try:
+            return self.fs.read_file(self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(key) from None
+        except OSError as exc:
+            raise (self._unsafe(key, exc) or exc) from exc
+
+    def read(self, key: Key) -> bytes:
+        return self._read_unlocked(key)
+
+    def exists(self, key: Key) -> bool:
+        return self.fs.exists(self.path(key))
+
+    def list(self, prefix: Key) -> Iterator[Key]:
+        base = os.path.join(self.root, *prefix)
+        if prefix and self.fs.exists(os.path.join(self.root, relative_path(prefix))):
+            yield prefix
+        yield from self._walk(base, prefix)
+
+    def _walk(self, directory: str, prefix: Key) -> Iterator[Key]:
+        try:
+            entries = list(self.fs.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir:
+                if is_valid_segment(entry.name):
+                    yield from self._walk(os.path.join(directory, entry.name), (*prefix, entry.name))
+            elif entry.is_file and entry.name.endswith(SUFFIX):
+                stem = entry.name[: -len(SUFFIX)]
+                if is_valid_segment(stem):
+                    yield (*prefix, stem)
+
+    # -- writing helpers ------------------------------------------------------------
+    def prepare_directory(self, path: str) -> None:
+        self.fs.makedirs(os.path.dirname(path), sync=self._sync, full=self._full)
+
+    def sync_directory(self, path: str) -> bool:
+        return self._sync and self.fs.fsync_dir(os.path.dirname(path), full=self._full)
+
+    def write_file(self, path: str, data: bytes, flags: int, *, truncate: bool = False) -> bool:
+        """Write ``data`` at offset 0 of ``path``; returns whether it was fsynced."""
+        fd = self.fs.open(path, flags)
+        try:
+            self.fs.write_all(fd, data)
+            if truncate:
+                self.fs.ftruncate(fd, len(data))
+            if self._sync:
+                self.fs.fsync(fd, full=self._full)
+        finally:
+            self.fs.close(fd)
+        return self._sync
+
+    def unlink_document(self, key: Key) -> bool:
+        path = self.path(key)
+        try:
+            self.fs.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        self.sync_directory(path)
+        return True
+
+    def outcome(self, path: str, file_synced: bool, retries: int = 0) -> WriteOutcome:
+        return WriteOutcome(file_synced, self.sync_directory(path), retries)
+
+    # -- locks ----------------------------------------------------------------------
+    def _held_keys(self) -> set[Key]:
+        held: set[Key] | None = getattr(self._held, "keys", None)
+        if held is None:
+            held = self._held.keys = set()
+        return held
+
+    @contextlib.contextmanager
+    def _thread_lock(self, key: Key) -> Iterator[None]:
+        """Excludes other threads of this process; re-entrant for the holding thread."""
+        held = self._held_keys()
+        if key in held:
+            yield
+            return
+        with self._thread_locks_guard:
+            thread_lock = self._thread_locks.get(key)
+            if thread_lock is None:
+                thread_lock = self._thread_locks[key] = threading.Lock()
+        if not thread_lock.acquire(timeout=self.lock_timeout if self.lock_timeout >= 0 else -1):
+            raise LockTimeoutError(key, "<threads of this process>", self.lock_timeout)
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+            thread_lock.release()
+
+    def lock_path(self, key: Key) -> str:
+        return self.private_path("locks", key, ".lock")
+
+    @contextlib.contextmanager
+    def lock(self, key: Key) -> Iterator[None]:
+        """Threads queue on an in-process lock, then one of them takes the file lock."""
+        if key in self._held_keys():
+            yield
+            return
+        with self._thread_lock(key), self._file_lock(key, self.lock_path(key)):
+            yield
+
+    @contextlib.contextmanager
+    def _file_lock(self, key: Key, lock_path: str) -> Iterator[None]:
+        """A kernel lock on a sidecar file: it dies with its holder, so no lock goes stale."""
+        self.fs.makedirs(os.path.dirname(lock_path))
+        lock = filelock.FileLock(
+            lock_path,
+            timeout=self.lock_timeout,
+            poll_interval=0.001,
+            fallback_to_soft=False,
+        )
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise LockTimeoutError(key, lock_path, self.lock_timeout) from None
+        try:
+            yield
+        finally:
+            lock.release()

@@ -1,0 +1,102 @@
+"""JSON through orjson, refusing what would not read back equal.
+
+orjson silently writes NaN and Infinity as ``null``, and would write dates and
+dataclasses as strings and objects that read back as something else. Every such
+value raises :class:`~storage_shim.SerializationError` naming its JSONPath, and
+nothing is written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from .errors import SerializationError
+
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_NULL = b"null"
+
+
+def _refuse(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} is not a JSON type")
+
+
+def encode(value: object) -> bytes:
+    """Serialise ``value`` to compact UTF-8 JSON bytes."""
+    try:
+        data = orjson.dumps(value, default=_refuse, option=_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        path, reason = find_problem(value) or ("$", str(exc))
+        raise SerializationError(path, reason) from exc
+    # NaN and Infinity come out as null, so only output holding a null needs the walk.
+    if _NULL in data:
+        problem = find_problem(value)
+        if problem:
+            raise SerializationError(*problem)
+    return data
+
+
+def decode(data: bytes) -> Any:
+    """Parse JSON bytes; raises ``orjson.JSONDecodeError`` (a ``ValueError``)."""
+    return orjson.loads(data)
+
+
+def describe_invalid(data: bytes, error: Exception) -> str:
+    """A short human reason for bytes that did not parse."""
+    if not data:
+        return "empty file (0 bytes)"
+    if not data.strip(b"\x00"):
+        return f"file of {len(data)} NUL bytes"
+    return f"invalid JSON ({error}) in {len(data)} bytes"
+
+
+def _child_path(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    if isinstance(key, str) and key.isidentifier():
+        return f"{path}.{key}"
+    return f"{path}[{key!r}]"
+
+
+def _walk(value: object, path: str) -> Iterator[tuple[str, object]]:
+    stack: list[tuple[str, object]] = [(path, value)]
+    while stack:
+        path, item = stack.pop()
+        yield path, item
+        if isinstance(item, dict):
+            stack.extend((_child_path(path, k), v) for k, v in reversed(item.items()))
+        elif isinstance(item, list | tuple):
+            stack.extend((_child_path(path, i), v) for i, v in reversed(list(enumerate(item))))
+
+
+def find_problem(value: object) -> tuple[str, str] | None:
+    """Return ``(json_path, reason)`` of the first value that would not round-trip."""
+    for path, item in _walk(value, "$"):
+        if item is None or isinstance(item, str | bool):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return path, f"{item!r} has no JSON representation"
+        elif isinstance(item, int):
+            if not _INT_MIN <= item <= _INT_MAX:
+                return path, "integer outside the 64-bit range"
+        elif isinstance(item, dict):
+            for k in item:
+                if not isinstance(k, str):
+                    return _child_path(path, k), f"dict key {k!r} is not a str"
+        elif not isinstance(item, list | tuple) and not _orjson_accepts(item):
+            return path, f"{type(item).__name__} is not a JSON type"
+    return None
+
+
+def _orjson_accepts(leaf: object) -> bool:
+    """orjson writes some types natively (UUID, enums); only its own verdict is consistent."""
+    try:
+        orjson.dumps(leaf, default=_refuse, option=_OPTIONS)
+    except TypeError:
+        return False
+    return True

@@ -1,0 +1,175 @@
+"""The file-system object: the file backends' only door to the operating system.
+
+Every system call a file backend makes goes through one :class:`FileSystem`
+instance, passed to the backend as the ``fs`` option. Tests substitute a
+subclass that records the calls (to enumerate crash states) or fails the Nth
+one (to inject faults), so a backend must never call :mod:`os` directly.
+
+The primitives are deliberately raw: descriptors and ``str`` paths. The few
+composite helpers (:meth:`write_all`, :meth:`read_file`, :meth:`makedirs`) are
+built on the primitives so that a recording subclass sees every step.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+_O_BINARY = getattr(os, "O_BINARY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+READ_FLAGS = os.O_RDONLY | _O_BINARY | _O_CLOEXEC | _O_NOFOLLOW
+CREATE_EXCL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY | _O_CLOEXEC | _O_NOFOLLOW
+WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | _O_BINARY | _O_CLOEXEC | _O_NOFOLLOW
+TRUNCATE_FLAGS = WRITE_FLAGS | os.O_TRUNC
+_CHUNK = 1 << 20
+
+CAN_SYNC_DIRECTORIES = sys.platform != "win32"
+"""Windows cannot open a directory for fsync from Python; renames there are journaled by NTFS."""
+
+
+def _full_sync(fd: int) -> None:
+    """Flush to stable storage, through the drive's cache where the OS needs asking."""
+    if sys.platform == "darwin":  # pragma: no cover  # fsync leaves data in the drive cache on macOS
+        import fcntl
+
+        try:
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+        except OSError:  # not every file system supports it (SMB, FAT): plain fsync then
+            os.fsync(fd)
+        else:
+            return
+    os.fsync(fd)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One name in a directory listing."""
+
+    name: str
+    is_dir: bool
+    is_file: bool
+
+
+class FileSystem:
+    """Real file-system calls. Subclass and override the primitives to record or break them."""
+
+    # -- primitives -----------------------------------------------------------------
+    def open(self, path: str, flags: int, mode: int = 0o666) -> int:
+        return os.open(path, flags, mode)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def write(self, fd: int, data: memoryview) -> int:
+        return os.write(fd, data)
+
+    def read(self, fd: int, size: int) -> bytes:
+        return os.read(fd, size)
+
+    def fstat(self, fd: int) -> os.stat_result:
+        return os.fstat(fd)
+
+    def fsync(self, fd: int, *, full: bool = False) -> None:
+        if full:
+            _full_sync(fd)
+        else:
+            os.fsync(fd)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
+
+    def chmod(self, path: str, mode: int) -> None:
+        os.chmod(path, mode)
+
+    def fsync_dir(self, path: str, *, full: bool = False) -> bool:
+        """Flush a directory's entries; returns False where the platform cannot."""
+        if not CAN_SYNC_DIRECTORIES:  # pragma: no cover
+            return False
+        fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+        try:
+            self.fsync(fd, full=full)
+        finally:
+            os.close(fd)
+        return True
+
+    def replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path)
+
+    def lstat(self, path: str) -> os.stat_result:
+        return os.lstat(path)
+
+    def scandir(self, path: str) -> Iterator[Entry]:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                yield Entry(
+                    entry.name,
+                    entry.is_dir(follow_symlinks=False),
+                    entry.is_file(follow_symlinks=False),
+                )
+
+    # -- helpers built on the primitives --------------------------------------------
+    def write_all(self, fd: int, data: bytes) -> None:
+        """Write every byte, looping on short writes."""
+        view = memoryview(data)
+        while view:
+            written = self.write(fd, view[:_CHUNK])
+            view = view[written:]
+
+    def read_fd(self, fd: int) -> bytes:
+        size = self.fstat(fd).st_size
+        chunks = [self.read(fd, max(size, 1) + 1)]
+        while chunks[-1]:
+            chunks.append(self.read(fd, _CHUNK))
+        return b"".join(chunks)
+
+    def read_file(self, path: str) -> bytes:
+        """The whole content of a regular file; refuses to follow a final symbolic link."""
+        fd = self.open(path, READ_FLAGS)
+        try:
+            return self.read_fd(fd)
+        finally:
+            self.close(fd)
+
+    def exists(self, path: str) -> bool:
+        try:
+            return stat.S_ISREG(self.lstat(path).st_mode)
+        except FileNotFoundError:
+            return False
+        except NotADirectoryError:
+            return False
+
+    def makedirs(self, path: str, *, sync: bool = False, full: bool = False) -> None:
+        """Create ``path`` and missing parents; with ``sync``, make each new entry durable."""
+        missing: list[str] = []
+        current = path
+        while True:
+            try:
+                mode = self.lstat(current).st_mode
+            except FileNotFoundError:
+                missing.append(current)
+                parent = os.path.dirname(current)
+                if parent == current:
+                    raise
+                current = parent
+                continue
+            if not stat.S_ISDIR(mode):
+                raise NotADirectoryError(20, "Not a directory", current)
+            break
+        for directory in reversed(missing):
+            try:
+                self.mkdir(directory)
+            except FileExistsError:
+                continue
+            if sync:
+                self.fsync_dir(os.path.dirname(directory), full=full)

@@ -1,0 +1,85 @@
+"""The hooks: the contract between storage_shim and its plugins.
+
+Implement any of these in a module or object marked with
+:data:`storage_shim.hookimpl`, then either pass it to
+``open_store(..., plugins=[...])`` or publish it under the ``storage_shim``
+entry-point group. Hooks are called with keyword arguments, and an
+implementation may accept any subset of them. Unless a hook says otherwise,
+every implementation runs and the results are collected in a list.
+
+Observer hooks (``after_*``, ``*_error``, ``store_*``) run after the fact;
+if one raises, the caller gets a :class:`~storage_shim.PluginError`, and the
+operation it observed has already happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .markers import hookspec
+
+if TYPE_CHECKING:
+    from ._types import Key
+    from .backend import BackendSpec, Receipt
+    from .errors import StorageError
+    from .store import Store
+
+
+@hookspec
+def storage_shim_backends() -> Iterable[BackendSpec]:
+    """Register backends.
+
+    Return an iterable of :class:`~storage_shim.BackendSpec`. Called each time a
+    store is opened and by :func:`~storage_shim.backend_specs`. The built-in
+    backends register through this same hook. Two plugins registering one name
+    make ``open_store`` raise :class:`~storage_shim.DuplicateBackendError`
+    naming both.
+    """
+
+
+@hookspec(firstresult=True)
+def storage_shim_route(key: Key, store: Store) -> str | None:
+    """Choose the backend for ``key`` (a tuple of segments).
+
+    Return a registered backend name, or ``None`` to let another plugin decide.
+    The first non-``None`` answer wins. The host's ``routes=`` mapping is the
+    last implementation consulted (``trylast``), and the store's ``backend=``
+    is used when every implementation returns ``None``. Called on every
+    operation, so keep it cheap and deterministic: a key must keep its backend
+    for the life of the store.
+    """
+
+
+@hookspec
+def storage_shim_store_opened(store: Store) -> None:
+    """The store is open and its fallback backend is ready."""
+
+
+@hookspec
+def storage_shim_store_closing(store: Store) -> None:
+    """The store is about to close its backends; the last moment to use it."""
+
+
+@hookspec
+def storage_shim_after_write(store: Store, key: Key, receipt: Receipt) -> None:
+    """A document was written (also by ``update``); ``receipt`` says how."""
+
+
+@hookspec
+def storage_shim_after_remove(store: Store, key: Key, existed: bool) -> None:
+    """``remove`` ran; ``existed`` tells whether there was a document to delete."""
+
+
+@hookspec
+def storage_shim_read_error(store: Store, key: Key, error: StorageError) -> None:
+    """Reading ``key`` failed with ``error`` (corrupt document, I/O error, lock timeout).
+
+    Called just before the error is raised to the caller. A missing document is
+    not an error here: ``get`` and ``update`` meet it routinely.
+    """
+
+
+@hookspec
+def storage_shim_write_error(store: Store, key: Key, error: StorageError) -> None:
+    """Writing or removing ``key`` failed with ``error``; the previous document is intact."""

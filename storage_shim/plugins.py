@@ -1,0 +1,94 @@
+"""Building a store's own plugin manager: hook specs, built-ins, entry points, host plugins.
+
+There is no global manager: each store builds one, so tests and hosts that
+open several stores never see each other's plugins.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import pluggy
+
+from . import hookspecs
+from .backend import BackendSpec
+from .backends import BUILTIN_PLUGINS
+from .errors import DuplicateBackendError, PluginError
+from .markers import PROJECT
+
+ENTRY_POINT_GROUP = PROJECT
+
+
+def get_plugin_manager(
+    plugins: Iterable[object] = (), *, entry_points: bool = True
+) -> pluggy.PluginManager:
+    """A fresh manager: specs, then built-in backends, then installed plugins, then ``plugins``.
+
+    Later registrations run first, so a host's own plugins can override
+    installed ones, which can override the built-ins.
+    """
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for module in BUILTIN_PLUGINS:
+        pm.register(module, name=module.__name__)
+    if entry_points:
+        load_entry_points(pm)
+    for plugin in plugins:
+        if pm.is_registered(plugin):
+            continue
+        try:
+            pm.register(plugin)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {plugin!r} is invalid: {exc}") from exc
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{exc} (is the hook name misspelt?)") from exc
+    return pm
+
+
+def load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Register every plugin of the ``storage_shim`` group under its entry-point name.
+
+    A plugin that fails to import stops the store from opening with an error
+    naming it: silently running without a plugin that routes keys would write
+    documents where the host does not expect them.
+    """
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {ep.name!r} ({ep.value}, from {dist}) failed to load: {exc}"
+            ) from exc
+
+
+def collect_backend_specs(pm: pluggy.PluginManager) -> Mapping[str, BackendSpec]:
+    """Every registered backend by name; duplicates raise one error naming all providers."""
+    providers: defaultdict[str, list[str]] = defaultdict(list)
+    specs: dict[str, BackendSpec] = {}
+    for impl in reversed(pm.hook.storage_shim_backends.get_hookimpls()):
+        try:
+            registered = list(impl.function() or ())
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} failed in storage_shim_backends: {exc}"
+            ) from exc
+        for spec in registered:
+            if not isinstance(spec, BackendSpec):
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} returned {spec!r} from storage_shim_backends;"
+                    " expected BackendSpec objects"
+                )
+            providers[spec.name].append(impl.plugin_name)
+            specs.setdefault(spec.name, spec)
+    clashes = {name: names for name, names in providers.items() if len(names) > 1}
+    if clashes:
+        raise DuplicateBackendError(clashes)
+    return dict(sorted(specs.items()))

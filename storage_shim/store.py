@@ -1,0 +1,354 @@
+"""The Store: keys, JSON, routing, hooks, retries and receipts over pluggable backends."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Self, TypeVar
+
+import pluggy
+
+from . import codec
+from ._types import Key, KeyLike
+from .backend import DURABILITY_LEVELS, Backend, BackendSpec, Durability, Receipt, accepted_options
+from .errors import (
+    CorruptDocumentError,
+    NotFoundError,
+    PluginError,
+    StorageError,
+    StorageIOError,
+    StoreClosedError,
+    UnknownBackendError,
+)
+from .keys import parse_key, parse_prefix
+from .plugins import collect_backend_specs, get_plugin_manager
+from .routing import HostRoutes, Routes
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+class Store:
+    """JSON documents keyed by path segments. Create one with :func:`open_store`.
+
+    Thread-safe: one store may be shared by every thread of a process, and any
+    number of stores, in any number of processes, may open the same location.
+    """
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str],
+        *,
+        backend: str,
+        durability: Durability,
+        routes: Routes,
+        plugin_manager: pluggy.PluginManager,
+        read_retries: int,
+        read_retry_delay: float,
+        options: Mapping[str, Any],
+    ) -> None:
+        self.location = location
+        self.default_backend = backend
+        self.durability: Durability = durability
+        self.routes = routes
+        self.plugin_manager = plugin_manager
+        self.hook = plugin_manager.hook
+        self.read_retries = read_retries
+        self.read_retry_delay = read_retry_delay
+        self.specs: Mapping[str, BackendSpec] = collect_backend_specs(plugin_manager)
+        self._options = dict(options)
+        self._backends: dict[str, Backend] = {}
+        self._guard = threading.Lock()
+        self._closed = False
+        # With no plugin routing, the host's table is consulted directly.
+        self._plugin_routing = len(self.hook.storage_shim_route.get_hookimpls()) > 1
+        for name in {backend, *routes.backends()}:
+            self._spec(name)
+        self._check_options()
+
+    # -- backends ---------------------------------------------------------------------
+    def _spec(self, name: str) -> BackendSpec:
+        try:
+            return self.specs[name]
+        except KeyError:
+            raise UnknownBackendError(name, self.specs) from None
+
+    def _check_options(self) -> None:
+        """Refuse options that none of the configured backends accepts (a typo, usually)."""
+        names = {self.default_backend, *self.routes.backends()}
+        unused = set(self._options)
+        for name in names:
+            unused -= set(accepted_options(self._spec(name).factory, self._options))
+        if unused:
+            raise TypeError(
+                f"option(s) {', '.join(sorted(unused))} accepted by none of the backends "
+                f"{', '.join(sorted(names))}"
+            )
+
+    def backend(self, name: str) -> Backend:
+        """The store's instance of backend ``name``, created on first use."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        instance = self._backends.get(name)
+        if instance is not None:
+            return instance
+        spec = self._spec(name)
+        with self._guard:
+            if name not in self._backends:
+                options = accepted_options(spec.factory, {"durability": self.durability, **self._options})
+                with self._errors(name, None):
+                    self._backends[name] = spec.factory(self.location, **options)
+            return self._backends[name]
+
+    def backend_for(self, key: KeyLike) -> str:
+        """The name of the backend that routing picks for ``key``."""
+        return self._route(parse_key(key))
+
+    def _route(self, key: Key) -> str:
+        if self._plugin_routing:
+            name = self.hook.storage_shim_route(key=key, store=self)
+        else:
+            name = self.routes.match(key)
+        if name is None:
+            return self.default_backend
+        if name not in self.specs:
+            raise UnknownBackendError(name, self.specs)
+        return name
+
+    def _resolve(self, key: KeyLike) -> tuple[Key, str, Backend]:
+        parsed = parse_key(key)
+        name = self._route(parsed)
+        return parsed, name, self.backend(name)
+
+    @contextlib.contextmanager
+    def _errors(self, name: str, key: Key | None) -> Iterator[None]:
+        """Every failure below the store surfaces as a StorageError with its cause chained."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except OSError as exc:
+            error = StorageIOError(exc.errno, f"{name}: {exc.strerror or exc}", exc.filename)
+            raise error from exc
+        except Exception as exc:
+            raise StorageError(f"backend {name!r} failed: {exc!r}") from exc
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        try:
+            getattr(self.hook, hook)(store=self, **kwargs)
+        except Exception as exc:
+            raise PluginError(f"a plugin's {hook} hook raised {exc!r}") from exc
+
+    # -- reading ------------------------------------------------------------------------
+    def read(self, key: KeyLike) -> Any:
+        """The document stored under ``key``.
+
+        Raises :class:`NotFoundError` when there is none and
+        :class:`CorruptDocumentError` when its bytes are not JSON (after a few
+        short retries, in case a writer outside the library is mid-rewrite).
+        """
+        parsed, name, backend = self._resolve(key)
+        return self._read(parsed, name, backend)
+
+    def _read(self, key: Key, name: str, backend: Backend) -> Any:
+        try:
+            with self._errors(name, key):
+                data = backend.read(key)
+                attempt = 0
+                while True:
+                    try:
+                        return codec.decode(data)
+                    except ValueError as exc:
+                        if attempt >= self.read_retries:
+                            reason = codec.describe_invalid(data, exc)
+                            raise CorruptDocumentError(key, backend.location_of(key), reason) from exc
+                    time.sleep(self.read_retry_delay * 2**attempt)
+                    attempt += 1
+                    data = backend.read(key)
+        except NotFoundError:
+            raise
+        except StorageError as error:
+            self._notify("storage_shim_read_error", key=key, error=error)
+            raise
+
+    def get(self, key: KeyLike, default: Any = None) -> Any:
+        """Like :meth:`read`, but ``default`` when missing. A corrupt document still raises."""
+        try:
+            return self.read(key)
+        except NotFoundError:
+            return default
+
+    def exists(self, key: KeyLike) -> bool:
+        parsed, name, backend = self._resolve(key)
+        with self._errors(name, parsed):
+            return backend.exists(parsed)
+
+    def list(self, prefix: KeyLike = ()) -> list[Key]:
+        """Every key starting with ``prefix``, sorted."""
+        parsed = parse_prefix(prefix)
+        listers: dict[str, tuple[str, Backend]] = {}
+        for name in sorted({self.default_backend, *self.routes.backends(), *self._backends}):
+            backend = self.backend(name)
+            listers.setdefault(backend.namespace, (name, backend))
+        keys: set[Key] = set()
+        for name, backend in listers.values():
+            with self._errors(name, parsed):
+                found = backend.list(parsed)
+                if len(listers) == 1:
+                    keys.update(found)
+                else:  # keep each key only where routing sends it
+                    keys.update(k for k in found if self.backend(self._route(k)).namespace == backend.namespace)
+        return sorted(keys)
+
+    # -- writing ------------------------------------------------------------------------
+    def write(self, key: KeyLike, value: Any) -> Receipt:
+        """Store ``value`` under ``key``. The value is serialised before anything is touched."""
+        parsed, name, backend = self._resolve(key)
+        return self._write(parsed, name, backend, codec.encode(value))
+
+    def _write(self, key: Key, name: str, backend: Backend, data: bytes) -> Receipt:
+        try:
+            with self._errors(name, key):
+                outcome = backend.write(key, data)
+        except StorageError as error:
+            self._notify("storage_shim_write_error", key=key, error=error)
+            raise
+        receipt = Receipt(
+            backend=name,
+            key=key,
+            bytes=len(data),
+            durability=self.durability,
+            file_synced=outcome.file_synced,
+            dir_synced=outcome.dir_synced,
+            retries=outcome.retries,
+        )
+        self._notify("storage_shim_after_write", key=key, receipt=receipt)
+        return receipt
+
+    def update(self, key: KeyLike, fn: Callable[[Any], T], *, default: Any = _MISSING) -> T:
+        """Atomically replace the document with ``fn(current)`` and return the new value.
+
+        ``fn`` gets a deep copy of ``default`` when the document is missing (no
+        ``default``: :class:`NotFoundError`). The key's lock is held across the
+        read, ``fn`` and the write, so concurrent updates from any thread or
+        process (on backends with ``cross_process``) never lose each other's
+        changes. ``fn`` may run again on another call; keep it free of side effects.
+        Exceptions from ``fn`` propagate unchanged and nothing is written.
+        """
+        parsed, name, backend = self._resolve(key)
+        with contextlib.ExitStack() as held:
+            with self._errors(name, parsed):
+                held.enter_context(backend.lock(parsed))
+            try:
+                current = self._read(parsed, name, backend)
+            except NotFoundError:
+                if default is _MISSING:
+                    raise
+                current = copy.deepcopy(default)
+            new = fn(current)
+            self._write(parsed, name, backend, codec.encode(new))
+            return new
+        raise AssertionError("unreachable")  # pragma: no cover  # ExitStack may swallow, mypy says
+
+    def remove(self, key: KeyLike) -> bool:
+        """Delete the document; returns whether it existed."""
+        parsed, name, backend = self._resolve(key)
+        try:
+            with self._errors(name, parsed):
+                existed = backend.remove(parsed)
+        except StorageError as error:
+            self._notify("storage_shim_write_error", key=parsed, error=error)
+            raise
+        self._notify("storage_shim_after_remove", key=parsed, existed=existed)
+        return existed
+
+    # -- life cycle -----------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close every backend the store created. Closing twice is harmless."""
+        if self._closed:
+            return
+        try:
+            self._notify("storage_shim_store_closing")
+        finally:
+            self._closed = True
+            errors = []
+            for name, backend in self._backends.items():
+                try:
+                    with self._errors(name, None):
+                        backend.close()
+                except StorageError as exc:
+                    errors.append(exc)
+            self._backends.clear()
+            if errors:
+                raise errors[0]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Store {os.fspath(self.location)!r} backend={self.default_backend!r} {state}>"
+
+
+def open_store(
+    location: str | os.PathLike[str],
+    backend: str = "atomic",
+    *,
+    durability: Durability = "fsync",
+    routes: Mapping[KeyLike, str] | None = None,
+    plugins: tuple[object, ...] | list[object] = (),
+    read_retries: int = 3,
+    read_retry_delay: float = 0.005,
+    **options: Any,
+) -> Store:
+    """Open (creating if needed) the store at ``location``.
+
+    ``backend`` is used for every key that neither a plugin's
+    ``storage_shim_route`` nor ``routes`` (``{prefix: backend}``, most specific
+    prefix wins) sends elsewhere. ``durability`` is ``"none"``, ``"fsync"``
+    (file and directory) or ``"full"`` (``F_FULLFSYNC`` on macOS). Installed
+    plugins are discovered from the ``storage_shim`` entry-point group;
+    ``plugins`` registers a host's own. Remaining ``options`` go to the backend
+    factories that accept them (for example ``lock_timeout`` or ``fs``).
+    """
+    if durability not in DURABILITY_LEVELS:
+        raise ValueError(f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {durability!r}")
+    if read_retries < 0 or read_retry_delay < 0:
+        raise ValueError("read_retries and read_retry_delay must not be negative")
+    host_routes = Routes(routes)
+    pm = get_plugin_manager(plugins)
+    pm.register(HostRoutes(host_routes), name="storage_shim.host_routes")
+    store = Store(
+        location,
+        backend=backend,
+        durability=durability,
+        routes=host_routes,
+        plugin_manager=pm,
+        read_retries=read_retries,
+        read_retry_delay=read_retry_delay,
+        options=options,
+    )
+    try:
+        for name in sorted({backend, *host_routes.backends()}):
+            store.backend(name)  # recovery runs on open, not on the first write
+        store._notify("storage_shim_store_opened")
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def backend_specs(plugins: tuple[object, ...] | list[object] = ()) -> Mapping[str, BackendSpec]:
+    """Every registered backend, built-in and installed plugins, by name."""
+    return collect_backend_specs(get_plugin_manager(plugins))
