@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from ._types import Key, KeyLike
 from .__about__ import __version__
+from ._types import Key, KeyLike
 from .backend import Backend, BackendSpec, Capabilities, Durability, Receipt, WriteOutcome
 from .errors import (
     CorruptDocumentError,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import os
-from collections.abc import Callable, Iterable, Iterator
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
 from ._types import Key
-from .errors import UnsupportedOperationError
+from .errors import NotFoundError, UnsupportedOperationError
 
 Durability = Literal["none", "fsync", "full"]
 DURABILITY_LEVELS: tuple[Durability, ...] = ("none", "fsync", "full")
@@ -93,8 +93,6 @@ class Backend(abc.ABC):
         """Yield every stored key that starts with ``prefix``, in any order."""
 
     def exists(self, key: Key) -> bool:
-        from .errors import NotFoundError
-
         try:
             self.read(key)
         except NotFoundError:
@@ -154,14 +152,8 @@ class BackendSpec:
                 object.__setattr__(self, "capabilities", declared)
 
 
-def fspath(location: str | os.PathLike[str]) -> str:
-    return os.path.abspath(os.fspath(location))
-
-
 def accepted_options(factory: BackendFactory, options: dict[str, Any]) -> dict[str, Any]:
     """The subset of ``options`` that ``factory`` accepts (all of them with ``**kwargs``)."""
-    import inspect
-
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
@@ -170,8 +162,3 @@ def accepted_options(factory: BackendFactory, options: dict[str, Any]) -> dict[s
         return dict(options)
     names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     return {k: v for k, v in options.items() if k in names}
-
-
-@contextlib.contextmanager
-def nothing() -> Iterator[None]:
-    yield

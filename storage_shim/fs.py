@@ -15,6 +15,9 @@ from __future__ import annotations
 import os
 import stat
 import sys
+
+if sys.platform == "darwin":  # pragma: no cover
+    import fcntl
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -34,9 +37,7 @@ CAN_SYNC_DIRECTORIES = sys.platform != "win32"
 
 def _full_sync(fd: int) -> None:
     """Flush to stable storage, through the drive's cache where the OS needs asking."""
-    if sys.platform == "darwin":  # pragma: no cover  # fsync leaves data in the drive cache on macOS
-        import fcntl
-
+    if sys.platform == "darwin":  # pragma: no cover  # macOS fsync stops at the drive cache
         try:
             fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
         except OSError:  # not every file system supports it (SMB, FAT): plain fsync then

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 @hookspec
-def storage_shim_backends() -> Iterable[BackendSpec]:
+def storage_shim_backends() -> Iterable[BackendSpec]:  # type: ignore[empty-body]
     """Register backends.
 
     Return an iterable of :class:`~storage_shim.BackendSpec`. Called each time a

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Sequence
 
 from ._types import Key, KeyLike
 from .errors import InvalidKeyError
@@ -25,11 +24,15 @@ MAX_SEGMENTS = 32
 _FORBIDDEN = re.compile(r'[\x00-\x1f\x7f/\\<>:"|?*]')
 _WINDOWS_DEVICES = frozenset(
     ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", "CLOCK$"]
-    + [f"{stem}{n}" for stem in ("COM", "LPT") for n in [*"123456789", "\u00b9", "\u00b2", "\u00b3"]]
+    + [
+        f"{stem}{n}"
+        for stem in ("COM", "LPT")
+        for n in [*"123456789", "\u00b9", "\u00b2", "\u00b3"]
+    ]
 )
 
 
-def _segment_problem(segment: object) -> str | None:
+def _segment_problem(segment: object) -> str | None:  # noqa: PLR0911  # one rule, one return
     if not isinstance(segment, str):
         return f"segment {segment!r} is not a string"
     if not segment:
@@ -75,7 +78,7 @@ def parse_key(key: KeyLike) -> Key:
     """
     if isinstance(key, str):
         segments: tuple[object, ...] = tuple(key.split("/"))
-    elif isinstance(key, Sequence) and not isinstance(key, bytes | bytearray):
+    elif isinstance(key, list | tuple):
         segments = tuple(key)
     else:
         raise InvalidKeyError(key, "a key is a str or a sequence of str")
@@ -87,7 +90,7 @@ def parse_key(key: KeyLike) -> Key:
 
 def parse_prefix(prefix: KeyLike) -> Key:
     """Like :func:`parse_key`, but the empty prefix (the whole store) is allowed."""
-    if prefix in ("", ()) or (isinstance(prefix, Sequence) and len(prefix) == 0):
+    if prefix in ("", ()) or (isinstance(prefix, list) and not prefix):
         return ()
     return parse_key(prefix)
 

@@ -75,7 +75,7 @@ def collect_backend_specs(pm: pluggy.PluginManager) -> Mapping[str, BackendSpec]
     specs: dict[str, BackendSpec] = {}
     for impl in reversed(pm.hook.storage_shim_backends.get_hookimpls()):
         try:
-            registered = list(impl.function() or ())
+            registered: list[object] = list(impl.function() or ())  # type: ignore[call-overload]
         except Exception as exc:
             raise PluginError(
                 f"plugin {impl.plugin_name!r} failed in storage_shim_backends: {exc}"

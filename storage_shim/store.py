@@ -99,7 +99,9 @@ class Store:
         spec = self._spec(name)
         with self._guard:
             if name not in self._backends:
-                options = accepted_options(spec.factory, {"durability": self.durability, **self._options})
+                options = accepted_options(
+                    spec.factory, {"durability": self.durability, **self._options}
+                )
                 with self._errors(name, None):
                     self._backends[name] = spec.factory(self.location, **options)
             return self._backends[name]
@@ -110,7 +112,7 @@ class Store:
 
     def _route(self, key: Key) -> str:
         if self._plugin_routing:
-            name = self.hook.storage_shim_route(key=key, store=self)
+            name: str | None = self.hook.storage_shim_route(key=key, store=self)
         else:
             name = self.routes.match(key)
         if name is None:
@@ -165,7 +167,9 @@ class Store:
                     except ValueError as exc:
                         if attempt >= self.read_retries:
                             reason = codec.describe_invalid(data, exc)
-                            raise CorruptDocumentError(key, backend.location_of(key), reason) from exc
+                            raise CorruptDocumentError(
+                                key, backend.location_of(key), reason
+                            ) from exc
                     time.sleep(self.read_retry_delay * 2**attempt)
                     attempt += 1
                     data = backend.read(key)
@@ -201,7 +205,11 @@ class Store:
                 if len(listers) == 1:
                     keys.update(found)
                 else:  # keep each key only where routing sends it
-                    keys.update(k for k in found if self.backend(self._route(k)).namespace == backend.namespace)
+                    keys.update(
+                        k
+                        for k in found
+                        if self.backend(self._route(k)).namespace == backend.namespace
+                    )
         return sorted(keys)
 
     # -- writing ------------------------------------------------------------------------
@@ -323,7 +331,9 @@ def open_store(
     factories that accept them (for example ``lock_timeout`` or ``fs``).
     """
     if durability not in DURABILITY_LEVELS:
-        raise ValueError(f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {durability!r}")
+        raise ValueError(
+            f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {durability!r}"
+        )
     if read_retries < 0 or read_retry_delay < 0:
         raise ValueError("read_retries and read_retry_delay must not be negative")
     host_routes = Routes(routes)

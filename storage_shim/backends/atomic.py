@@ -7,6 +7,7 @@ serialises read-modify-write through a sidecar lock file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -20,15 +21,20 @@ from ..markers import hookimpl
 from .files import FileBackend
 
 _WINDOWS_SHARING_ERRORS = frozenset({5, 32, 33})
-"""ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION: another program has the file open."""
+"""Access denied, sharing violation, lock violation: another program has the file open."""
 
 
 def is_transient_replace_error(exc: OSError) -> bool:
-    return isinstance(exc, PermissionError) and getattr(exc, "winerror", None) in _WINDOWS_SHARING_ERRORS
+    return (
+        isinstance(exc, PermissionError)
+        and getattr(exc, "winerror", None) in _WINDOWS_SHARING_ERRORS
+    )
 
 
 class AtomicBackend(FileBackend):
-    capabilities = Capabilities(atomic_reads=True, crash_safe=True, durable=True, cross_process=True)
+    capabilities = Capabilities(
+        atomic_reads=True, crash_safe=True, durable=True, cross_process=True
+    )
 
     def __init__(
         self,
@@ -74,7 +80,7 @@ class AtomicBackend(FileBackend):
         return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
 
     def _replace(self, temp: str, path: str) -> int:
-        """Rename, retrying only the sharing violations Windows reports while a reader has the file."""
+        """Rename, retrying the sharing violations Windows gives while a reader has the file."""
         deadline = time.monotonic() + self.replace_timeout
         delay, retries = 0.001, 0
         while True:
@@ -89,10 +95,8 @@ class AtomicBackend(FileBackend):
                 return retries
 
     def _discard(self, temp: str) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.fs.unlink(temp)
-        except OSError:
-            pass
 
 
 @hookimpl

@@ -78,7 +78,7 @@ class FileBackend(Backend):
         return os.path.join(self.root, relative_path(key))
 
     def private_path(self, area: str, key: Key, suffix: str) -> str:
-        """``<location>/.storage_shim/<area>/<segments><suffix>``: the library's own per-key files."""
+        """``<location>/.storage_shim/<area>/<segments><suffix>``: the library's per-key files."""
         return os.path.join(self.root, STATE_DIR, area, *key[:-1], key[-1] + suffix)
 
     def temp_path(self, target: str) -> str:
@@ -122,7 +122,9 @@ class FileBackend(Backend):
                 continue
             if entry.is_dir:
                 if is_valid_segment(entry.name):
-                    yield from self._walk(os.path.join(directory, entry.name), (*prefix, entry.name))
+                    yield from self._walk(
+                        os.path.join(directory, entry.name), (*prefix, entry.name)
+                    )
             elif entry.is_file and entry.name.endswith(SUFFIX):
                 stem = entry.name[: -len(SUFFIX)]
                 if is_valid_segment(stem):

@@ -13,6 +13,7 @@ the store restores any document whose rewrite a crash interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 
@@ -31,7 +32,9 @@ _BACKUP_AREA = "backup"
 
 
 class LockfileBackend(FileBackend):
-    capabilities = Capabilities(atomic_reads=True, crash_safe=True, durable=True, cross_process=True)
+    capabilities = Capabilities(
+        atomic_reads=True, crash_safe=True, durable=True, cross_process=True
+    )
 
     def __init__(
         self,
@@ -92,10 +95,8 @@ class LockfileBackend(FileBackend):
             self.write_file(temp, content, CREATE_EXCL_FLAGS)
             self.fs.replace(temp, backup)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 self.fs.unlink(temp)
-            except OSError:
-                pass
             raise
         self.sync_directory(backup)
         return backup
@@ -107,10 +108,8 @@ class LockfileBackend(FileBackend):
 
     def _restore(self, path: str, previous: bytes | None) -> None:
         if previous is None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self.fs.unlink(path)
-            except FileNotFoundError:
-                pass
             self.sync_directory(path)
         else:
             self.write_file(path, previous, WRITE_FLAGS, truncate=True)
@@ -139,9 +138,10 @@ class LockfileBackend(FileBackend):
         """Every key with a backup or a backup's temporary file, with its backup path."""
         area = os.path.join(self.root, STATE_DIR, _BACKUP_AREA)
         seen: set[Key] = set()
-        for directory, segments, name in self._private_files(area, ()):
-            if name.startswith(".") and name.endswith(TEMP_MARKER):
-                name = name[1:].rsplit(".", 2)[0]  # .<name>.<hex>.ss-tmp
+        for directory, segments, found in self._private_files(area, ()):
+            name = found
+            if found.startswith(".") and found.endswith(TEMP_MARKER):
+                name = found[1:].rsplit(".", 2)[0]  # .<name>.<hex>.ss-tmp
             if not name.endswith(SUFFIX) or not is_valid_segment(name[: -len(SUFFIX)]):
                 continue
             key = (*segments, name[: -len(SUFFIX)])
@@ -149,9 +149,7 @@ class LockfileBackend(FileBackend):
                 seen.add(key)
                 yield key, os.path.join(directory, name)
 
-    def _private_files(
-        self, directory: str, segments: Key
-    ) -> Iterator[tuple[str, Key, str]]:
+    def _private_files(self, directory: str, segments: Key) -> Iterator[tuple[str, Key, str]]:
         try:
             entries = list(self.fs.scandir(directory))
         except FileNotFoundError:
@@ -173,4 +171,8 @@ class LockfileBackend(FileBackend):
 
 @hookimpl
 def storage_shim_backends() -> Iterable[BackendSpec]:
-    return [BackendSpec("lockfile", LockfileBackend, "in-place rewrite under a sidecar lock, with backup")]
+    return [
+        BackendSpec(
+            "lockfile", LockfileBackend, "in-place rewrite under a sidecar lock, with backup"
+        )
+    ]
