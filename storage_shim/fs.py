@@ -12,6 +12,7 @@ built on the primitives so that a recording subclass sees every step.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -20,6 +21,8 @@ if sys.platform == "darwin":  # pragma: no cover
     import fcntl
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+import filelock
 
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -45,6 +48,23 @@ def _full_sync(fd: int) -> None:
         else:
             return
     os.fsync(fd)
+
+
+class _FileLock:
+    def __init__(self, path: str, timeout: float) -> None:
+        # No soft-lock fallback: a lock file left by a dead process would freeze others.
+        self._lock = filelock.FileLock(
+            path, timeout=timeout, poll_interval=0.001, fallback_to_soft=False
+        )
+
+    def __enter__(self) -> None:
+        try:
+            self._lock.acquire()
+        except filelock.Timeout as exc:
+            raise TimeoutError(str(exc)) from None
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
 
 
 @dataclass(frozen=True)
@@ -109,6 +129,15 @@ class FileSystem:
 
     def lstat(self, path: str) -> os.stat_result:
         return os.lstat(path)
+
+    def lock(self, path: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        """An exclusive lock on the sidecar file ``path``; ``TimeoutError`` when not acquired.
+
+        A kernel lock (``flock``, ``LockFileEx``) through filelock: it dies with its
+        holder, so a crashed process never leaves a stale lock. The library never
+        locks a data file: a rename-replace would leave the lock on the old inode.
+        """
+        return _FileLock(path, timeout)
 
     def scandir(self, path: str) -> Iterator[Entry]:
         with os.scandir(path) as entries:

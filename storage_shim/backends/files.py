@@ -16,8 +16,6 @@ import weakref
 from collections.abc import Iterator
 from typing import ClassVar
 
-import filelock
-
 from .._types import Key
 from ..backend import Backend, Durability, WriteOutcome
 from ..errors import LockTimeoutError, NotFoundError, UnsafePathError
@@ -194,28 +192,15 @@ class FileBackend(Backend):
 
     @contextlib.contextmanager
     def lock(self, key: Key) -> Iterator[None]:
-        """Threads queue on an in-process lock, then one of them takes the file lock."""
+        """Threads queue on an in-process lock, then one of them takes the sidecar file lock."""
         if key in self._held_keys():
             yield
             return
-        with self._thread_lock(key), self._file_lock(key, self.lock_path(key)):
+        lock_path = self.lock_path(key)
+        with self._thread_lock(key), contextlib.ExitStack() as stack:
+            self.fs.makedirs(os.path.dirname(lock_path))
+            try:
+                stack.enter_context(self.fs.lock(lock_path, self.lock_timeout))
+            except TimeoutError:
+                raise LockTimeoutError(key, lock_path, self.lock_timeout) from None
             yield
-
-    @contextlib.contextmanager
-    def _file_lock(self, key: Key, lock_path: str) -> Iterator[None]:
-        """A kernel lock on a sidecar file: it dies with its holder, so no lock goes stale."""
-        self.fs.makedirs(os.path.dirname(lock_path))
-        lock = filelock.FileLock(
-            lock_path,
-            timeout=self.lock_timeout,
-            poll_interval=0.001,
-            fallback_to_soft=False,
-        )
-        try:
-            lock.acquire()
-        except filelock.Timeout:
-            raise LockTimeoutError(key, lock_path, self.lock_timeout) from None
-        try:
-            yield
-        finally:
-            lock.release()
