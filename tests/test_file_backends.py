@@ -190,3 +190,19 @@ def test_lock_timeout_is_typed(tmp_path: Path) -> None:
                 pass
     assert isinstance(info.value, TimeoutError)
     assert info.value.lock_path.endswith(os.path.join(STATE_DIR, "locks", "doc.lock"))
+
+
+@pytest.mark.parametrize("backend", ["lockfile", "atomic"])
+def test_a_symlink_planted_in_the_private_directory(tmp_path: Path, backend: str) -> None:
+    root, outside = tmp_path / "store", tmp_path / "outside"
+    outside.mkdir()
+    (root / STATE_DIR).mkdir(parents=True)
+    (root / STATE_DIR / "locks").symlink_to(outside)
+    (root / STATE_DIR / "backup").symlink_to(outside)
+    with ss.open_store(root, backend=backend) as store:
+        with pytest.raises(ss.UnsafePathError):
+            store.update("doc", lambda v: v + 1, default=0)
+        if backend == "lockfile":
+            with pytest.raises(ss.UnsafePathError):
+                store.write("doc", 1)
+    assert list(outside.iterdir()) == []

@@ -61,23 +61,27 @@ class FileBackend(Backend):
     # -- paths ----------------------------------------------------------------------
     def path(self, key: Key) -> str:
         """The document's file, after checking no directory on the way is a symbolic link."""
-        current = self.root
-        for segment in key[:-1]:
-            current = os.path.join(current, segment)
-            try:
-                mode = self.fs.lstat(current).st_mode
-            except (FileNotFoundError, NotADirectoryError):
-                break
-            if stat.S_ISLNK(mode):
-                raise UnsafePathError(key, f"{current} is a symbolic link")
-        return os.path.join(self.root, relative_path(key))
+        return self._checked(key, key[:-1], key[-1] + SUFFIX)
 
     def location_of(self, key: Key) -> str:
         return os.path.join(self.root, relative_path(key))
 
     def private_path(self, area: str, key: Key, suffix: str) -> str:
         """``<location>/.storage_shim/<area>/<segments><suffix>``: the library's per-key files."""
-        return os.path.join(self.root, STATE_DIR, area, *key[:-1], key[-1] + suffix)
+        return self._checked(key, (STATE_DIR, area, *key[:-1]), key[-1] + suffix)
+
+    def _checked(self, key: Key, directories: tuple[str, ...], name: str) -> str:
+        """Join below the root, refusing a planted symbolic link on the way out of the store."""
+        current = self.root
+        for directory in directories:
+            current = os.path.join(current, directory)
+            try:
+                mode = self.fs.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return os.path.join(self.root, *directories, name)
+            if stat.S_ISLNK(mode):
+                raise UnsafePathError(key, f"{current} is a symbolic link")
+        return os.path.join(current, name)
 
     def temp_path(self, target: str) -> str:
         """A fresh, recognisable temporary name beside ``target``."""
