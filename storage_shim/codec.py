@@ -19,6 +19,8 @@ from .errors import SerializationError
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _NULL = b"null"
+MAX_DEPTH = 254
+"""orjson's own nesting limit."""
 
 
 def _refuse(value: object) -> Any:
@@ -62,20 +64,28 @@ def _child_path(path: str, key: object) -> str:
     return f"{path}[{key!r}]"
 
 
-def _walk(value: object, path: str) -> Iterator[tuple[str, object]]:
-    stack: list[tuple[str, object]] = [(path, value)]
+def _walk(value: object) -> Iterator[tuple[str, object, int]]:
+    """Every value with its JSONPath and depth, depth-first in document order."""
+    stack: list[tuple[str, object, int]] = [("$", value, 0)]
     while stack:
-        path, item = stack.pop()
-        yield path, item
+        path, item, depth = stack.pop()
+        yield path, item, depth
+        if depth > MAX_DEPTH:
+            continue  # a reference cycle would never end
         if isinstance(item, dict):
-            stack.extend((_child_path(path, k), v) for k, v in reversed(item.items()))
+            children = [(_child_path(path, k), v) for k, v in item.items()]
         elif isinstance(item, list | tuple):
-            stack.extend((_child_path(path, i), v) for i, v in reversed(list(enumerate(item))))
+            children = [(_child_path(path, i), v) for i, v in enumerate(item)]
+        else:
+            continue
+        stack.extend((p, v, depth + 1) for p, v in reversed(children))
 
 
 def find_problem(value: object) -> tuple[str, str] | None:
     """Return ``(json_path, reason)`` of the first value that would not round-trip."""
-    for path, item in _walk(value, "$"):
+    for path, item, depth in _walk(value):
+        if depth > MAX_DEPTH:
+            return path, f"nested more than {MAX_DEPTH} levels deep (a reference cycle?)"
         if item is None or isinstance(item, str | bool):
             continue
         if isinstance(item, float):

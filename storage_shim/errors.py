@@ -64,7 +64,8 @@ class SerializationError(StorageError, TypeError):
     """
 
     def __init__(self, json_path: str, reason: str) -> None:
-        super().__init__(f"cannot serialise value at {json_path}: {reason}")
+        shown = json_path if len(json_path) <= 100 else f"{json_path[:50]}...{json_path[-40:]}"
+        super().__init__(f"cannot serialise value at {shown}: {reason}")
         self.json_path = json_path
         self.reason = reason
 
@@ -100,7 +101,10 @@ class StorageIOError(StorageError, OSError):
     """The operating system refused an operation (full disk, I/O error, permissions).
 
     Carries ``errno`` and ``filename`` like :class:`OSError`; the original
-    error is the ``__cause__``. The previous document is left intact.
+    error is the ``__cause__``. A write that fails leaves the previous document
+    in place, with one exception: when only the final directory ``fsync``
+    fails, readers already see the new document, which is not known to be
+    durable.
     """
 
 

@@ -75,6 +75,9 @@ def storage_shim_after_remove(store: Store, key: Key, existed: bool) -> None:
 def storage_shim_read_error(store: Store, key: Key, error: StorageError) -> None:
     """Reading ``key`` failed with ``error`` (corrupt document, I/O error, lock timeout).
 
+    A lock timeout while ``update`` waits for the key's lock goes to
+    ``storage_shim_write_error`` instead: nothing was read yet.
+
     Called just before the error is raised to the caller. A missing document is
     not an error here: ``get`` and ``update`` meet it routinely.
     """
@@ -82,4 +85,8 @@ def storage_shim_read_error(store: Store, key: Key, error: StorageError) -> None
 
 @hookspec
 def storage_shim_write_error(store: Store, key: Key, error: StorageError) -> None:
-    """Writing or removing ``key`` failed with ``error``; the previous document is intact."""
+    """Writing or removing ``key`` failed with ``error``.
+
+    The previous document is still in place, unless only the final directory
+    ``fsync`` failed (see :class:`~storage_shim.StorageIOError`).
+    """

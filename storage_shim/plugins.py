@@ -39,7 +39,7 @@ def get_plugin_manager(
         if pm.is_registered(plugin):
             continue
         try:
-            pm.register(plugin)
+            pm.register(plugin, name=plugin_name(plugin))
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"plugin {plugin!r} is invalid: {exc}") from exc
     try:
@@ -47,6 +47,14 @@ def get_plugin_manager(
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"{exc} (is the hook name misspelt?)") from exc
     return pm
+
+
+def plugin_name(plugin: object) -> str:
+    """A readable name for a host's plugin: its module name, or its class and address."""
+    name = getattr(plugin, "__name__", None)
+    if isinstance(name, str):
+        return name
+    return f"{type(plugin).__module__}.{type(plugin).__qualname__}@{id(plugin):x}"
 
 
 def load_entry_points(pm: pluggy.PluginManager) -> None:

@@ -108,6 +108,8 @@ class Store:
 
     def backend_for(self, key: KeyLike) -> str:
         """The name of the backend that routing picks for ``key``."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
         return self._route(parse_key(key))
 
     def _route(self, key: Key) -> str:
@@ -122,6 +124,8 @@ class Store:
         return name
 
     def _resolve(self, key: KeyLike) -> tuple[Key, str, Backend]:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
         parsed = parse_key(key)
         name = self._route(parsed)
         return parsed, name, self.backend(name)
@@ -249,8 +253,12 @@ class Store:
         """
         parsed, name, backend = self._resolve(key)
         with contextlib.ExitStack() as held:
-            with self._errors(name, parsed):
-                held.enter_context(backend.lock(parsed))
+            try:
+                with self._errors(name, parsed):
+                    held.enter_context(backend.lock(parsed))
+            except StorageError as error:
+                self._notify("storage_shim_write_error", key=parsed, error=error)
+                raise
             try:
                 current = self._read(parsed, name, backend)
             except NotFoundError:

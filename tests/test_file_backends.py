@@ -140,9 +140,7 @@ class FlakyReads(FileSystem):
 
 
 @pytest.mark.parametrize("backend", FILE_BACKENDS)
-def test_reads_retry_a_torn_document_before_raising(
-    tmp_path: Path, backend: str
-) -> None:
+def test_reads_retry_a_torn_document_before_raising(tmp_path: Path, backend: str) -> None:
     with ss.open_store(tmp_path, backend=backend) as store:
         store.write("doc", {"v": list(range(50))})
     fs = FlakyReads(torn=2)

@@ -88,19 +88,23 @@ class FileBackend(Backend):
         head, tail = os.path.split(target)
         return os.path.join(head, f".{tail}.{os.urandom(8).hex()}{TEMP_MARKER}")
 
-    def _unsafe(self, key: Key, exc: OSError) -> UnsafePathError | None:
-        if exc.errno == errno.ELOOP:
-            return UnsafePathError(key, f"{exc.filename} is a symbolic link")
-        return None
+    @contextlib.contextmanager
+    def refusing_links(self, key: Key) -> Iterator[None]:
+        """Turn the ELOOP of an ``O_NOFOLLOW`` open of a linked document into UnsafePathError."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafePathError(key, f"{exc.filename} is a symbolic link") from exc
+            raise
 
     # -- reading --------------------------------------------------------------------
     def _read_unlocked(self, key: Key) -> bytes:
         try:
-            return self.fs.read_file(self.path(key))
+            with self.refusing_links(key):
+                return self.fs.read_file(self.path(key))
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(key) from None
-        except OSError as exc:
-            raise (self._unsafe(key, exc) or exc) from exc
 
     def read(self, key: Key) -> bytes:
         return self._read_unlocked(key)

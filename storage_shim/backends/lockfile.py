@@ -49,8 +49,10 @@ class LockfileBackend(FileBackend):
 
     def read(self, key: Key) -> bytes:
         # A document that does not exist yet needs no lock (and gets no lock file).
-        if not super().exists(key):
-            raise NotFoundError(key)
+        try:
+            self.fs.lstat(self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(key) from None
         with self.lock(key):
             return self._read_unlocked(key)
 

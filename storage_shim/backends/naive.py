@@ -26,7 +26,8 @@ class NaiveBackend(FileBackend):
         path = self.path(key)
         self.prepare_directory(path)
         new = not self.fs.exists(path)
-        synced = self.write_file(path, data, TRUNCATE_FLAGS)
+        with self.refusing_links(key):
+            synced = self.write_file(path, data, TRUNCATE_FLAGS)
         return WriteOutcome(synced, self.sync_directory(path) if new else synced)
 
     def remove(self, key: Key) -> bool:
