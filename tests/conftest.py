@@ -1,0 +1,41 @@
+"""Shared test configuration: the backends under test, the report header, the host plugin."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import storage_shim
+from storage_shim.testing import fixtures
+
+pytest_plugins = ["pytester"]
+
+BUILTIN_BACKENDS = ("naive", "lockfile", "atomic", "memory")
+BACKENDS_VARIABLE = "STORAGE_SHIM_TEST_BACKENDS"
+
+
+def selected_backends() -> tuple[str, ...]:
+    """The built-ins named in $STORAGE_SHIM_TEST_BACKENDS (a comma list; unset or empty: all)."""
+    names = {n.strip() for n in os.environ.get(BACKENDS_VARIABLE, "").split(",") if n.strip()}
+    unknown = names - set(BUILTIN_BACKENDS)
+    if unknown:
+        raise pytest.UsageError(
+            f"{BACKENDS_VARIABLE} names unknown backend(s) {', '.join(sorted(unknown))}; "
+            f"choose from {', '.join(BUILTIN_BACKENDS)}"
+        )
+    return tuple(n for n in BUILTIN_BACKENDS if n in names) or BUILTIN_BACKENDS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    selected_backends()
+    # Installed, the package's pytest11 entry point has loaded the plugin already.
+    if not config.pluginmanager.is_registered(fixtures):
+        config.pluginmanager.register(fixtures, "storage_shim")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [
+        f"storage_shim: {storage_shim.__file__}",
+        f"backends under test ({BACKENDS_VARIABLE}): {', '.join(selected_backends())}",
+    ]
