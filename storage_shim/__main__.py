@@ -1,0 +1,7 @@
+"""``python -m storage_shim``: the ``storage-shim`` command."""
+
+from __future__ import annotations
+
+from .cli import main
+
+raise SystemExit(main())
