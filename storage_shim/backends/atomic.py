@@ -45,8 +45,8 @@ class AtomicBackend(FileBackend):
         replace_timeout: float = 2.0,
         fs: FileSystem | None = None,
     ) -> None:
-        super().__init__(location, durability=durability, lock_timeout=lock_timeout, fs=fs)
         self.replace_timeout = replace_timeout
+        super().__init__(location, durability=durability, lock_timeout=lock_timeout, fs=fs)
 
     def write(self, key: Key, data: bytes) -> WriteOutcome:
         path = self.path(key)

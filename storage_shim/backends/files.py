@@ -14,7 +14,6 @@ import stat
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import ClassVar
 
 from .._types import Key
 from ..backend import Backend, Durability, WriteOutcome
@@ -30,8 +29,6 @@ TEMP_MARKER = ".ss-tmp"
 
 class FileBackend(Backend):
     """Base of the backends that keep one JSON file per key below ``location``."""
-
-    kind: ClassVar[str] = "files"
 
     def __init__(
         self,
@@ -53,6 +50,11 @@ class FileBackend(Backend):
         self._thread_locks_guard = threading.Lock()
         self._held = threading.local()
         self.fs.makedirs(self.root)
+        self.recover()
+
+    def recover(self) -> list[Key]:
+        """Repair what a crash interrupted; runs when the backend is created. Returns the keys."""
+        return []
 
     @property
     def namespace(self) -> str:

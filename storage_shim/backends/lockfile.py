@@ -18,9 +18,9 @@ import os
 from collections.abc import Iterable, Iterator
 
 from .._types import Key
-from ..backend import BackendSpec, Capabilities, Durability, WriteOutcome
+from ..backend import BackendSpec, Capabilities, WriteOutcome
 from ..errors import NotFoundError
-from ..fs import CREATE_EXCL_FLAGS, WRITE_FLAGS, FileSystem
+from ..fs import CREATE_EXCL_FLAGS, WRITE_FLAGS
 from ..keys import SUFFIX, is_valid_segment
 from ..markers import hookimpl
 from .files import STATE_DIR, TEMP_MARKER, FileBackend
@@ -35,17 +35,6 @@ class LockfileBackend(FileBackend):
     capabilities = Capabilities(
         atomic_reads=True, crash_safe=True, durable=True, cross_process=True
     )
-
-    def __init__(
-        self,
-        location: str | os.PathLike[str],
-        *,
-        durability: Durability = "fsync",
-        lock_timeout: float = 30.0,
-        fs: FileSystem | None = None,
-    ) -> None:
-        super().__init__(location, durability=durability, lock_timeout=lock_timeout, fs=fs)
-        self.recover()
 
     def read(self, key: Key) -> bytes:
         # A document that does not exist yet needs no lock (and gets no lock file).
@@ -117,7 +106,11 @@ class LockfileBackend(FileBackend):
             self.write_file(path, previous, WRITE_FLAGS, truncate=True)
 
     def recover(self) -> list[Key]:
-        """Put back every document whose rewrite was interrupted; returns their keys."""
+        """Put back every document whose rewrite was interrupted; returns their keys.
+
+        Each backup is handled under its key's lock, so a rewrite still running
+        in another process finishes (and removes its backup) first.
+        """
         restored = []
         for key, backup in self._backups():
             with self.lock(key):
