@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
@@ -106,6 +106,14 @@ class Backend(abc.ABC):
         whose lock only covers one process declare ``cross_process=False``.
         """
         raise UnsupportedOperationError(f"{type(self).__name__} has no lock")
+
+    def recover(self) -> Sequence[Key]:
+        """Repair what a crash interrupted; returns the keys repaired.
+
+        The store calls it once, right after the factory created the backend and
+        before any other call, so documents are consistent from the first read.
+        """
+        return ()
 
     def location_of(self, key: Key) -> str:
         """Where the document lives, for error messages (a path or a URI)."""

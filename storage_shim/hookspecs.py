@@ -42,12 +42,25 @@ def storage_shim_backends() -> Iterable[BackendSpec]:  # type: ignore[empty-body
 def storage_shim_route(key: Key, store: Store) -> str | None:
     """Choose the backend for ``key`` (a tuple of segments).
 
-    Return a registered backend name, or ``None`` to let another plugin decide.
+    Return a registered backend name that some plugin declares in
+    ``storage_shim_route_targets``, or ``None`` to let another plugin decide.
     The first non-``None`` answer wins. The host's ``routes=`` mapping is the
     last implementation consulted (``trylast``), and the store's ``backend=``
     is used when every implementation returns ``None``. Called on every
     operation, so keep it cheap and deterministic: a key must keep its backend
     for the life of the store.
+    """
+
+
+@hookspec
+def storage_shim_route_targets(store: Store) -> Iterable[str]:  # type: ignore[empty-body]
+    """Name every backend your ``storage_shim_route`` may return.
+
+    The store opens these backends when it opens (so their crash recovery runs
+    first) and lists their documents in :meth:`~storage_shim.Store.list`. A
+    route to a backend that no plugin names here raises
+    :class:`~storage_shim.PluginError`; names that are not registered raise
+    :class:`~storage_shim.UnknownBackendError` when the store opens.
     """
 
 

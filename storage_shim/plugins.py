@@ -39,7 +39,7 @@ def get_plugin_manager(
         if pm.is_registered(plugin):
             continue
         try:
-            pm.register(plugin, name=plugin_name(plugin))
+            pm.register(plugin, name=plugin_name(pm, plugin))
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"plugin {plugin!r} is invalid: {exc}") from exc
     try:
@@ -49,12 +49,16 @@ def get_plugin_manager(
     return pm
 
 
-def plugin_name(plugin: object) -> str:
-    """A readable name for a host's plugin: its module name, or its class and address."""
+def plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    """A readable, unique name for a host's plugin, used in error messages.
+
+    A module or class goes by its ``__name__``, an instance by its class and
+    address; a name already taken gets the object's address appended.
+    """
     name = getattr(plugin, "__name__", None)
-    if isinstance(name, str):
-        return name
-    return f"{type(plugin).__module__}.{type(plugin).__qualname__}@{id(plugin):x}"
+    if not isinstance(name, str):
+        return f"{type(plugin).__module__}.{type(plugin).__qualname__}@{id(plugin):x}"
+    return name if pm.get_plugin(name) is None else f"{name}@{id(plugin):x}"
 
 
 def load_entry_points(pm: pluggy.PluginManager) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ._types import Key, KeyLike
 from .keys import parse_prefix
@@ -41,3 +41,7 @@ class HostRoutes:
     @hookimpl(trylast=True)
     def storage_shim_route(self, key: Key) -> str | None:
         return self.routes.match(key)
+
+    @hookimpl
+    def storage_shim_route_targets(self) -> Iterable[str]:
+        return self.routes.backends()

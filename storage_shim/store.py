@@ -24,7 +24,7 @@ from .errors import (
     StoreClosedError,
     UnknownBackendError,
 )
-from .keys import parse_key, parse_prefix
+from .keys import format_key, parse_key, parse_prefix
 from .plugins import collect_backend_specs, get_plugin_manager
 from .routing import HostRoutes, Routes
 
@@ -64,10 +64,7 @@ class Store:
         self._backends: dict[str, Backend] = {}
         self._guard = threading.Lock()
         self._closed = False
-        # With no plugin routing, the host's table is consulted directly.
-        self._plugin_routing = len(self.hook.storage_shim_route.get_hookimpls()) > 1
-        for name in {backend, *routes.backends()}:
-            self._spec(name)
+        self.targets: frozenset[str] = self._collect_targets()
         self._check_options()
 
     # -- backends ---------------------------------------------------------------------
@@ -77,9 +74,20 @@ class Store:
         except KeyError:
             raise UnknownBackendError(name, self.specs) from None
 
+    def _collect_targets(self) -> frozenset[str]:
+        """The fallback backend and every backend a route may pick: the store opens them all."""
+        try:
+            declared = self.hook.storage_shim_route_targets(store=self)
+            names = {self.default_backend, *(name for names in declared for name in names)}
+        except Exception as exc:
+            raise PluginError(f"a plugin's storage_shim_route_targets raised {exc!r}") from exc
+        for name in names:
+            self._spec(name)
+        return frozenset(names)
+
     def _check_options(self) -> None:
         """Refuse options that none of the configured backends accepts (a typo, usually)."""
-        names = {self.default_backend, *self.routes.backends()}
+        names = self.targets
         unused = set(self._options)
         for name in names:
             unused -= set(accepted_options(self._spec(name).factory, self._options))
@@ -103,7 +111,13 @@ class Store:
                     spec.factory, {"durability": self.durability, **self._options}
                 )
                 with self._errors(name, None):
-                    self._backends[name] = spec.factory(self.location, **options)
+                    created = spec.factory(self.location, **options)
+                    try:
+                        created.recover()
+                    except BaseException:
+                        created.close()
+                        raise
+                    self._backends[name] = created
             return self._backends[name]
 
     def backend_for(self, key: KeyLike) -> str:
@@ -113,14 +127,25 @@ class Store:
         return self._route(parse_key(key))
 
     def _route(self, key: Key) -> str:
-        if self._plugin_routing:
-            name: str | None = self.hook.storage_shim_route(key=key, store=self)
-        else:
-            name = self.routes.match(key)
+        try:
+            name: object = self.hook.storage_shim_route(key=key, store=self)
+        except Exception as exc:
+            shown = format_key(key)
+            raise PluginError(
+                f"a plugin's storage_shim_route raised {exc!r} for {shown!r}"
+            ) from exc
         if name is None:
             return self.default_backend
-        if name not in self.specs:
-            raise UnknownBackendError(name, self.specs)
+        if not isinstance(name, str):
+            raise PluginError(f"storage_shim_route returned {name!r}, not a backend name or None")
+        if name not in self.targets:
+            if name not in self.specs:
+                raise UnknownBackendError(name, self.specs)
+            raise PluginError(
+                f"storage_shim_route picked {name!r} for {format_key(key)!r}, but no plugin names"
+                " it in storage_shim_route_targets; declare it there so that the store opens it"
+                " with the store and lists its documents"
+            )
         return name
 
     def _resolve(self, key: KeyLike) -> tuple[Key, str, Backend]:
@@ -199,7 +224,7 @@ class Store:
         """Every key starting with ``prefix``, sorted."""
         parsed = parse_prefix(prefix)
         listers: dict[str, tuple[str, Backend]] = {}
-        for name in sorted({self.default_backend, *self.routes.backends(), *self._backends}):
+        for name in sorted(self.targets):
             backend = self.backend(name)
             listers.setdefault(backend.namespace, (name, backend))
         keys: set[Key] = set()
@@ -358,7 +383,7 @@ def open_store(
         options=options,
     )
     try:
-        for name in sorted({backend, *host_routes.backends()}):
+        for name in sorted(store.targets):
             store.backend(name)  # recovery runs on open, not on the first write
         store._notify("storage_shim_store_opened")
     except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -79,36 +80,40 @@ def test_atomic_replaces_the_file_and_lockfile_keeps_its_identity(tmp_path: Path
             assert (link.read_bytes() == b'{"v":3}') is same_inode
 
 
-def test_lockfile_puts_back_an_interrupted_rewrite_when_opened(tmp_path: Path) -> None:
-    """A crash between backup and cleanup: the next open restores the previous bytes."""
+class Crash(BaseException):
+    """A process dying: nothing after it runs, no cleanup either."""
 
-    class Crash(BaseException):
-        pass
 
-    class CrashAfterHalf(FileSystem):
-        def write(self, fd: int, data: memoryview) -> int:
-            if len(data) > 1000:
-                os.write(fd, data[: len(data) // 2])
-                raise Crash
-            return super().write(fd, data)
+class DieInTheDocumentWrite(FileSystem):
+    def write(self, fd: int, data: memoryview) -> int:
+        if len(data) > 1000:
+            os.write(fd, data[: len(data) // 2])
+            raise Crash
+        return super().write(fd, data)
 
-    with ss.open_store(tmp_path, backend="lockfile") as store:
-        store.write("doc", {"v": 1})
-    backend = LockfileBackend(tmp_path, fs=CrashAfterHalf())
-    backend._restore = lambda *args: None  # type: ignore[method-assign]  # a crash runs no cleanup
+
+def crash_a_lockfile_rewrite(root: Path, key: tuple[str, ...]) -> None:
+    """What a writer in another process leaves when it dies in the middle of a rewrite."""
+    backend = LockfileBackend(root, fs=DieInTheDocumentWrite())
+    backend._restore = lambda *args: None  # type: ignore[method-assign]
     backend._drop_backup = lambda *args: None  # type: ignore[method-assign]
     with pytest.raises(Crash):
-        backend.write(("doc",), b'{"v": 2, "pad": "' + b"x" * 5000 + b'"}')
+        backend.write(key, b'{"v": 2, "pad": "' + b"x" * 5000 + b'"}')
+
+
+def test_lockfile_puts_back_an_interrupted_rewrite_when_opened(tmp_path: Path) -> None:
+    """A crash between backup and cleanup: the next open restores the previous bytes."""
+    with ss.open_store(tmp_path, backend="lockfile") as store:
+        store.write("doc", {"v": 1})
+    crash_a_lockfile_rewrite(tmp_path, ("doc",))
     assert (tmp_path / "doc.json").read_bytes() != b'{"v":1}'  # torn on disk now
     with ss.open_store(tmp_path, backend="lockfile") as store:
+        assert list(store.backend("lockfile").recover()) == []  # already done on open
         assert store.read("doc") == {"v": 1}
     assert not (tmp_path / STATE_DIR / "backup" / "doc.json").exists()
 
 
 def test_lockfile_removes_a_new_document_whose_first_write_was_interrupted(tmp_path: Path) -> None:
-    class Crash(BaseException):
-        pass
-
     class CrashOnDocument(FileSystem):
         def write(self, fd: int, data: memoryview) -> int:
             if bytes(data[:2]) == b'{"':
@@ -126,6 +131,31 @@ def test_lockfile_removes_a_new_document_whose_first_write_was_interrupted(tmp_p
         assert not store.exists("new")
 
 
+def test_an_open_lockfile_store_repairs_a_dead_writers_document_on_use(tmp_path: Path) -> None:
+    """Stores that were already open meet the backup too, not only stores opened later."""
+    with ss.open_store(tmp_path, backend="lockfile", read_retries=0) as store:
+        store.write("a", {"v": 1})
+        store.write("b", {"v": 1})
+        crash_a_lockfile_rewrite(tmp_path, ("a",))
+        crash_a_lockfile_rewrite(tmp_path, ("b",))
+        assert store.read("a") == {"v": 1}
+        assert store.remove("b")
+    with ss.open_store(tmp_path, backend="lockfile") as store:
+        assert store.list() == [("a",)]
+        assert store.read("a") == {"v": 1}
+
+
+def test_lockfile_recovery_of_a_new_document_in_a_new_directory(tmp_path: Path) -> None:
+    """The writer died after its backup and before creating the directory: opening still works."""
+    backend = LockfileBackend(tmp_path)
+    backend._save_backup(("fresh", "doc"), None)
+    with ss.open_store(tmp_path, backend="lockfile") as store:
+        assert store.list() == []
+        store.write("fresh/doc", 1)
+        assert store.read("fresh/doc") == 1
+    assert not (tmp_path / STATE_DIR / "backup" / "fresh" / "doc.json").exists()
+
+
 class FlakyReads(FileSystem):
     """Returns a torn prefix for the first ``torn`` reads, as a file mid-rewrite would."""
 
@@ -134,8 +164,10 @@ class FlakyReads(FileSystem):
         self.reads = 0
 
     def read_file(self, path: str) -> bytes:
-        self.reads += 1
         data = super().read_file(path)
+        if STATE_DIR in path:
+            return data
+        self.reads += 1
         return data[: len(data) // 2] if self.reads <= self.torn else data
 
 
@@ -172,11 +204,22 @@ def test_a_corrupt_document_is_never_replaced_by_a_default(tmp_path: Path, backe
     assert (tmp_path / "cfg.json").read_bytes() == b"\x00" * 64
 
 
-def test_atomic_plain_reads_take_no_lock(tmp_path: Path) -> None:
-    with ss.open_store(tmp_path, backend="atomic") as store:
+def test_atomic_reads_take_no_lock_and_writes_do(tmp_path: Path) -> None:
+    class CountingLocks(FileSystem):
+        locks = 0
+
+        def lock(self, path: str, timeout: float) -> AbstractContextManager[None]:
+            self.locks += 1
+            return super().lock(path, timeout)
+
+    fs = CountingLocks()
+    with ss.open_store(tmp_path, backend="atomic", fs=fs) as store:
         store.write("doc", 1)
-        assert store.read("doc") == 1
-    assert not (tmp_path / STATE_DIR / "locks").exists()
+        store.remove("doc")
+        assert fs.locks == 2
+        store.write("doc", 1)
+        assert [store.read("doc"), store.exists("doc"), store.list()] == [1, True, [("doc",)]]
+    assert fs.locks == 3
 
 
 def test_lock_timeout_is_typed(tmp_path: Path) -> None:
@@ -204,3 +247,19 @@ def test_a_symlink_planted_in_the_private_directory(tmp_path: Path, backend: str
             with pytest.raises(ss.UnsafePathError):
                 store.write("doc", 1)
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("backend", FILE_BACKENDS)
+def test_list_does_not_follow_a_planted_directory_link(tmp_path: Path, backend: str) -> None:
+    root, outside = tmp_path / "store", tmp_path / "outside"
+    (outside / "inner").mkdir(parents=True)
+    (outside / "secret_name.json").write_bytes(b"{}")
+    (outside / "inner" / "deeper.json").write_bytes(b"{}")
+    root.mkdir()
+    (root / "ext").symlink_to(outside)
+    with ss.open_store(root, backend=backend) as store:
+        assert store.list() == []
+        with pytest.raises(ss.UnsafePathError):
+            store.list("ext")
+        with pytest.raises(ss.UnsafePathError):
+            store.list("ext/inner")

@@ -56,6 +56,10 @@ class RouteTo:
     def storage_shim_route(self, key: ss.Key) -> str | None:
         return self.table.get(key[0])
 
+    @ss.hookimpl
+    def storage_shim_route_targets(self) -> Iterable[str]:
+        return self.table.values()
+
 
 # -- registration -----------------------------------------------------------------------
 def test_every_manager_is_new_and_holds_only_its_own_plugins(tmp_path: Path) -> None:
@@ -149,11 +153,8 @@ def test_the_most_specific_prefix_wins(tmp_path: Path) -> None:
 
 
 def test_a_plugin_routing_to_an_unknown_backend_lists_the_known_ones(tmp_path: Path) -> None:
-    with ss.open_store(tmp_path, plugins=[RouteTo({"lost": "nowhere"})]) as store:
-        with pytest.raises(ss.UnknownBackendError) as info:
-            store.write("lost/doc", 1)
-        with pytest.raises(ss.UnknownBackendError):
-            store.read("lost/doc")
+    with pytest.raises(ss.UnknownBackendError) as info:
+        ss.open_store(tmp_path, plugins=[RouteTo({"lost": "nowhere"})])
     error = info.value
     assert error.name == "nowhere"
     assert error.known == tuple(BUILTINS)
@@ -528,3 +529,75 @@ def test_duplicates_from_plugin_instances_are_named_by_class(tmp_path: Path) -> 
     providers = info.value.clashes["twin"]
     assert len(providers) == 2
     assert all(".Twin@" in name for name in providers)
+
+
+class UndeclaredRoute:
+    """Routes to a registered backend without naming it in storage_shim_route_targets."""
+
+    @ss.hookimpl
+    def storage_shim_route(self, key: ss.Key) -> str | None:
+        return "memory" if key[0] == "tmp" else None
+
+
+def test_a_route_to_an_undeclared_backend_is_refused(tmp_path: Path) -> None:
+    with ss.open_store(tmp_path, plugins=[UndeclaredRoute()]) as store:
+        with pytest.raises(ss.PluginError, match="storage_shim_route_targets"):
+            store.write("tmp/doc", 1)
+        store.write("kept/doc", 1)
+    assert not (tmp_path / "tmp").exists()
+
+
+def test_declared_targets_open_with_the_store_and_are_listed(tmp_path: Path) -> None:
+    """A key on a plugin-routed backend is listed before anything touched that backend."""
+    shared = MemoryBackend()
+    spec = ss.BackendSpec("shared", lambda location: shared)
+
+    class Plugin:
+        @ss.hookimpl
+        def storage_shim_backends(self) -> Iterable[ss.BackendSpec]:
+            return [spec]
+
+    route = RouteTo({"s": "shared"})
+    with ss.open_store(tmp_path, plugins=[Plugin(), route]) as store:
+        store.write("s/x", 1)
+        store.write("f/y", 2)
+    shared.documents[("s", "x")] = b"1"  # closing cleared it; a real backend would persist
+    with ss.open_store(tmp_path, plugins=[Plugin(), route]) as store:
+        assert set(store.targets) == {"atomic", "shared"}
+        assert store.list() == [("f", "y"), ("s", "x")]
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [(RuntimeError("boom"), "raised RuntimeError"), (42, "returned 42"), (["memory"], "returned")],
+)
+def test_a_broken_route_hook_gives_a_plugin_error(
+    tmp_path: Path, answer: object, error: str
+) -> None:
+    class Broken:
+        @ss.hookimpl
+        def storage_shim_route(self, key: ss.Key) -> object:
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    with ss.open_store(tmp_path, plugins=[Broken()]) as store:
+        for call in (store.read, store.exists, store.backend_for, store.remove):
+            with pytest.raises(ss.PluginError, match=error):
+                call("doc")
+
+
+def test_two_host_plugin_classes_with_one_name_both_register(tmp_path: Path) -> None:
+    def make() -> type:
+        class Plugin:
+            @staticmethod
+            @ss.hookimpl
+            def storage_shim_after_write(key: ss.Key) -> None:
+                seen.append(key)
+
+        return Plugin
+
+    seen: list[ss.Key] = []
+    with ss.open_store(tmp_path, plugins=[make(), make()]) as store:
+        store.write("doc", 1)
+    assert seen == [("doc",), ("doc",)]

@@ -45,10 +45,15 @@ class AtomicBackend(FileBackend):
         replace_timeout: float = 2.0,
         fs: FileSystem | None = None,
     ) -> None:
-        self.replace_timeout = replace_timeout
         super().__init__(location, durability=durability, lock_timeout=lock_timeout, fs=fs)
+        self.replace_timeout = replace_timeout
 
     def write(self, key: Key, data: bytes) -> WriteOutcome:
+        """Plain writes take the key's lock too, or they could land inside an ``update()``."""
+        with self.lock(key):
+            return self._write_unlocked(key, data)
+
+    def _write_unlocked(self, key: Key, data: bytes) -> WriteOutcome:
         path = self.path(key)
         self.prepare_directory(path)
         mode = self._existing_mode(path)
@@ -70,7 +75,8 @@ class AtomicBackend(FileBackend):
         return self.outcome(path, self._sync, retries)
 
     def remove(self, key: Key) -> bool:
-        return self.unlink_document(key)
+        with self.lock(key):
+            return self.unlink_document(key)
 
     def _existing_mode(self, path: str) -> int | None:
         try:

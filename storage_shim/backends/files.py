@@ -12,6 +12,7 @@ import errno
 import os
 import stat
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 
@@ -50,11 +51,6 @@ class FileBackend(Backend):
         self._thread_locks_guard = threading.Lock()
         self._held = threading.local()
         self.fs.makedirs(self.root)
-        self.recover()
-
-    def recover(self) -> list[Key]:
-        """Repair what a crash interrupted; runs when the backend is created. Returns the keys."""
-        return []
 
     @property
     def namespace(self) -> str:
@@ -115,10 +111,12 @@ class FileBackend(Backend):
         return self.fs.exists(self.path(key))
 
     def list(self, prefix: Key) -> Iterator[Key]:
-        base = os.path.join(self.root, *prefix)
-        if prefix and self.fs.exists(os.path.join(self.root, relative_path(prefix))):
+        if not prefix:
+            yield from self._walk(self.root, prefix)
+            return
+        if self.fs.exists(self.path(prefix)):
             yield prefix
-        yield from self._walk(base, prefix)
+        yield from self._walk(self._checked(prefix, prefix, ""), prefix)
 
     def _walk(self, directory: str, prefix: Key) -> Iterator[Key]:
         try:
@@ -207,10 +205,14 @@ class FileBackend(Backend):
             yield
             return
         lock_path = self.lock_path(key)
+        started = time.monotonic()
         with self._thread_lock(key), contextlib.ExitStack() as stack:
             self.fs.makedirs(os.path.dirname(lock_path))
+            remaining = self.lock_timeout
+            if remaining >= 0:  # one timeout for both waits
+                remaining = max(0.0, remaining - (time.monotonic() - started))
             try:
-                stack.enter_context(self.fs.lock(lock_path, self.lock_timeout))
+                stack.enter_context(self.fs.lock(lock_path, remaining))
             except TimeoutError:
                 raise LockTimeoutError(key, lock_path, self.lock_timeout) from None
             yield

@@ -14,12 +14,13 @@ the store restores any document whose rewrite a crash interrupted.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterable, Iterator
 
 from .._types import Key
 from ..backend import BackendSpec, Capabilities, WriteOutcome
-from ..errors import NotFoundError
+from ..errors import CorruptDocumentError, NotFoundError, StorageError
 from ..fs import CREATE_EXCL_FLAGS, WRITE_FLAGS
 from ..keys import SUFFIX, is_valid_segment
 from ..markers import hookimpl
@@ -29,6 +30,7 @@ _PRESENT = b"storage-shim backup v1 present\n"
 _ABSENT = b"storage-shim backup v1 absent\n"
 """A backup of a document that did not exist: recovery removes what the crash left."""
 _BACKUP_AREA = "backup"
+logger = logging.getLogger("storage_shim")
 
 
 class LockfileBackend(FileBackend):
@@ -37,16 +39,30 @@ class LockfileBackend(FileBackend):
     )
 
     def read(self, key: Key) -> bytes:
-        # A document that does not exist yet needs no lock (and gets no lock file).
+        if not self._present(key):
+            raise NotFoundError(key)
+        with self.lock(key):
+            self._recover_key(key)
+            return self._read_unlocked(key)
+
+    def exists(self, key: Key) -> bool:
+        if not self._present(key):
+            return False
+        with self.lock(key):
+            self._recover_key(key)
+            return super().exists(key)
+
+    def _present(self, key: Key) -> bool:
+        """Whether a file is there at all: a missing document needs no lock (nor a lock file)."""
         try:
             self.fs.lstat(self.path(key))
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFoundError(key) from None
-        with self.lock(key):
-            return self._read_unlocked(key)
+            return False
+        return True
 
     def write(self, key: Key, data: bytes) -> WriteOutcome:
         with self.lock(key):
+            self._recover_key(key)
             path = self.path(key)
             try:
                 previous: bytes | None = self._read_unlocked(key)
@@ -65,7 +81,7 @@ class LockfileBackend(FileBackend):
                 except OSError as restore_error:
                     exc.add_note(
                         f"putting the previous document back failed too ({restore_error}); "
-                        f"it is kept in {backup} and restored when the store is next opened"
+                        f"it is kept in {backup} and restored before the key is next used"
                     )
                 raise
             self._drop_backup(backup)
@@ -73,6 +89,7 @@ class LockfileBackend(FileBackend):
 
     def remove(self, key: Key) -> bool:
         with self.lock(key):
+            self._recover_key(key)
             return self.unlink_document(key)
 
     # -- the backup protocol ----------------------------------------------------------
@@ -98,35 +115,48 @@ class LockfileBackend(FileBackend):
         self.sync_directory(backup)
 
     def _restore(self, path: str, previous: bytes | None) -> None:
-        if previous is None:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.unlink(path)
-            self.sync_directory(path)
-        else:
+        """Idempotent: a crash while restoring leaves the backup for the next attempt."""
+        if previous is not None:
             self.write_file(path, previous, WRITE_FLAGS, truncate=True)
+            return
+        try:
+            self.fs.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        self.sync_directory(path)
+
+    def _recover_key(self, key: Key) -> bool:
+        """With the key's lock held: finish what a dead writer left. True if it restored."""
+        backup = self.private_path(_BACKUP_AREA, key, SUFFIX)
+        try:
+            content = self.fs.read_file(backup)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if content.startswith(_PRESENT):
+            self._restore(self.path(key), content[len(_PRESENT) :])
+        elif content == _ABSENT:
+            self._restore(self.path(key), None)
+        else:
+            raise CorruptDocumentError(key, backup, "unrecognised lockfile backup")
+        self._drop_backup(backup)
+        return True
 
     def recover(self) -> list[Key]:
         """Put back every document whose rewrite was interrupted; returns their keys.
 
-        Each backup is handled under its key's lock, so a rewrite still running
-        in another process finishes (and removes its backup) first.
+        Each backup is handled under its key's lock: a rewrite still running in
+        another process finishes (and removes its backup) first. A key that
+        cannot be repaired now is logged and repaired before its next use.
         """
         restored = []
         for key, backup in self._backups():
-            with self.lock(key):
-                self._sweep_temps(backup)
-                try:
-                    content = self.fs.read_file(backup)
-                except FileNotFoundError:
-                    continue  # its writer finished while we waited, or only a temp was left
-                if content.startswith(_PRESENT):
-                    self._restore(self.path(key), content[len(_PRESENT) :])
-                elif content == _ABSENT:
-                    self._restore(self.path(key), None)
-                else:
-                    continue  # not ours: leave it for a person to look at
-                self._drop_backup(backup)
-                restored.append(key)
+            try:
+                with self.lock(key):
+                    self._sweep_temps(backup)
+                    if self._recover_key(key):
+                        restored.append(key)
+            except (OSError, StorageError) as exc:
+                logger.warning("could not restore %s from its backup yet: %s", backup, exc)
         return restored
 
     def _backups(self) -> Iterator[tuple[Key, str]]:

@@ -35,11 +35,13 @@ class MemoryBackend(Backend):
             raise NotFoundError(key) from None
 
     def write(self, key: Key, data: bytes) -> WriteOutcome:
-        self.documents[key] = bytes(data)
+        with self.lock(key):
+            self.documents[key] = bytes(data)
         return WriteOutcome(file_synced=False, dir_synced=False)
 
     def remove(self, key: Key) -> bool:
-        return self.documents.pop(key, None) is not None
+        with self.lock(key):
+            return self.documents.pop(key, None) is not None
 
     def exists(self, key: Key) -> bool:
         return key in self.documents

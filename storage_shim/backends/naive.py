@@ -23,6 +23,10 @@ class NaiveBackend(FileBackend):
     )
 
     def write(self, key: Key, data: bytes) -> WriteOutcome:
+        with self.lock(key):
+            return self._write_unlocked(key, data)
+
+    def _write_unlocked(self, key: Key, data: bytes) -> WriteOutcome:
         path = self.path(key)
         self.prepare_directory(path)
         new = not self.fs.exists(path)
@@ -31,7 +35,8 @@ class NaiveBackend(FileBackend):
         return WriteOutcome(synced, self.sync_directory(path) if new else synced)
 
     def remove(self, key: Key) -> bool:
-        return self.unlink_document(key)
+        with self.lock(key):
+            return self.unlink_document(key)
 
     @contextlib.contextmanager
     def lock(self, key: Key) -> Iterator[None]:

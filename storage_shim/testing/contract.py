@@ -28,6 +28,7 @@ Those two tests carry the ``slow`` marker (registered by the pytest plugin).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import json
@@ -36,7 +37,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -507,6 +508,32 @@ class BackendContract:
         assert sorted(v for values in results for v in values) == list(
             range(1, threads * updates + 1)
         )
+
+    @pytest.mark.parametrize("racer", ["write", "remove"])
+    def test_a_write_during_an_update_waits_for_it(self, store: ss.Store, racer: str) -> None:
+        """An acknowledged write or remove must never be overwritten by an older update."""
+        store.write("doc", 0)
+        inside, release = threading.Event(), threading.Event()
+
+        def slow_increment(n: int) -> int:
+            inside.set()
+            release.wait(timeout=30)
+            return n + 1
+
+        with ThreadPoolExecutor(2) as pool:
+            updating = pool.submit(store.update, "doc", slow_increment)
+            assert inside.wait(timeout=30)
+            racing: Future[object] = (
+                pool.submit(store.write, "doc", 100)
+                if racer == "write"
+                else pool.submit(store.remove, "doc")
+            )
+            with contextlib.suppress(TimeoutError):
+                racing.result(timeout=0.2)  # it should be waiting for the update's lock
+            release.set()
+            assert updating.result(timeout=30) == 1
+            racing.result(timeout=30)
+        assert store.get("doc") == (100 if racer == "write" else None)
 
     # -- routing and life cycle -----------------------------------------------------
     def test_backend_for_names_the_backend(self, store_factory: StoreFactory) -> None:

@@ -22,3 +22,8 @@ def storage_shim_backends() -> Iterable[ss.BackendSpec]:
 @ss.hookimpl
 def storage_shim_route(key: ss.Key) -> str | None:
     return "ephemeral" if key[0] == SCRATCH else None
+
+
+@ss.hookimpl
+def storage_shim_route_targets() -> Iterable[str]:
+    return ["ephemeral"]
