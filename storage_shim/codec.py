@@ -84,23 +84,39 @@ def _walk(value: object) -> Iterator[tuple[str, object, int]]:
 def find_problem(value: object) -> tuple[str, str] | None:
     """Return ``(json_path, reason)`` of the first value that would not round-trip."""
     for path, item, depth in _walk(value):
-        if depth > MAX_DEPTH:
-            return path, f"nested more than {MAX_DEPTH} levels deep (a reference cycle?)"
-        if item is None or isinstance(item, str | bool):
-            continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return path, f"{item!r} has no JSON representation"
-        elif isinstance(item, int):
-            if not _INT_MIN <= item <= _INT_MAX:
-                return path, "integer outside the 64-bit range"
-        elif isinstance(item, dict):
+        reason = _problem_of(item, depth)
+        if reason:
+            return path, reason
+        if isinstance(item, dict):
             for k in item:
                 if not isinstance(k, str):
                     return _child_path(path, k), f"dict key {k!r} is not a str"
-        elif not isinstance(item, list | tuple) and not _orjson_accepts(item):
-            return path, f"{type(item).__name__} is not a JSON type"
     return None
+
+
+def _problem_of(item: object, depth: int) -> str | None:
+    if depth > MAX_DEPTH:
+        return f"nested more than {MAX_DEPTH} levels deep (a reference cycle?)"
+    if isinstance(item, str):
+        return None if _encodable(item) else "string is not valid Unicode (a lone surrogate?)"
+    if item is not None and type(item) not in _EXACT:
+        return None if _orjson_accepts(item) else f"{type(item).__name__} is not a JSON type"
+    if isinstance(item, float) and not math.isfinite(item):
+        return f"{item!r} has no JSON representation"
+    if isinstance(item, int) and not _INT_MIN <= item <= _INT_MAX:
+        return "integer outside the 64-bit range"
+    return None
+
+
+_EXACT = frozenset({bool, int, float, dict, list, tuple})
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _orjson_accepts(leaf: object) -> bool:

@@ -67,6 +67,11 @@ def _validate(segments: tuple[object, ...], original: object) -> Key:
         problem = _segment_problem(segment)
         if problem:
             raise InvalidKeyError(original, problem)
+    for segment in segments[:-1]:
+        if not is_directory_segment(segment):  # type: ignore[arg-type]  # checked: a str
+            raise InvalidKeyError(
+                original, f"segment {segment!r} ends with {SUFFIX}: it would clash with a document"
+            )
     return segments  # type: ignore[return-value]  # every segment was checked to be a str
 
 
@@ -97,6 +102,12 @@ def parse_prefix(prefix: KeyLike) -> Key:
 
 def is_valid_segment(segment: str) -> bool:
     return _segment_problem(segment) is None
+
+
+def is_directory_segment(segment: str) -> bool:
+    """Only the last segment may end with ``.json``: ``("a.json", "b")`` would need a
+    directory named like the file of the key ``("a",)``."""
+    return not segment.lower().endswith(SUFFIX)
 
 
 def relative_path(key: Key) -> str:

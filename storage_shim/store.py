@@ -23,6 +23,7 @@ from .errors import (
     StorageIOError,
     StoreClosedError,
     UnknownBackendError,
+    UnsupportedOperationError,
 )
 from .keys import format_key, parse_key, parse_prefix
 from .plugins import collect_backend_specs, get_plugin_manager
@@ -30,6 +31,8 @@ from .routing import HostRoutes, Routes
 
 T = TypeVar("T")
 _MISSING: Any = object()
+_READ_ERROR = "storage_shim_read_error"
+_WRITE_ERROR = "storage_shim_write_error"
 
 
 class Store:
@@ -63,6 +66,7 @@ class Store:
         self._options = dict(options)
         self._backends: dict[str, Backend] = {}
         self._guard = threading.Lock()
+        self._thread = threading.local()
         self._closed = False
         self.targets: frozenset[str] = self._collect_targets()
         self._check_options()
@@ -156,17 +160,53 @@ class Store:
         return parsed, name, self.backend(name)
 
     @contextlib.contextmanager
-    def _errors(self, name: str, key: Key | None) -> Iterator[None]:
-        """Every failure below the store surfaces as a StorageError with its cause chained."""
+    def _errors(self, name: str, key: Key | None, report: str | None = None) -> Iterator[None]:
+        """Every failure below the store surfaces as a StorageError with its cause chained.
+
+        With ``report``, that error hook hears of it first (a missing document excepted).
+        """
+        try:
+            try:
+                yield
+            except StorageError:
+                raise
+            except OSError as exc:
+                error = StorageIOError(exc.errno, f"{name}: {exc.strerror or exc}", exc.filename)
+                raise error from exc
+            except Exception as exc:
+                raise StorageError(f"backend {name!r} failed: {exc!r}") from exc
+        except StorageError as error:
+            if report and not isinstance(error, NotFoundError):
+                self._notify(report, key=key, error=error)
+            raise
+
+    def _refuse_inside_update(self, key: Key, operation: str) -> None:
+        if key in self._updating():
+            raise UnsupportedOperationError(
+                f"{operation} of {format_key(key)!r} inside update() of the same key: the update"
+                " would overwrite it when it finishes; return the new value from fn instead"
+            )
+
+    def _updating(self) -> set[Key]:
+        """The keys this thread is updating (their lock is held, their ``fn`` may be running)."""
+        keys: set[Key] | None = getattr(self._thread, "updating", None)
+        if keys is None:
+            keys = self._thread.updating = set()
+        return keys
+
+    @contextlib.contextmanager
+    def _updating_key(self, name: str, key: Key, backend: Backend) -> Iterator[None]:
+        with self._errors(name, key, _WRITE_ERROR):
+            lock = backend.lock(key)
+            lock.__enter__()
+        updating = self._updating()
+        updating.add(key)
         try:
             yield
-        except StorageError:
-            raise
-        except OSError as exc:
-            error = StorageIOError(exc.errno, f"{name}: {exc.strerror or exc}", exc.filename)
-            raise error from exc
-        except Exception as exc:
-            raise StorageError(f"backend {name!r} failed: {exc!r}") from exc
+        finally:
+            updating.discard(key)
+            with self._errors(name, key, _WRITE_ERROR):
+                lock.__exit__(None, None, None)
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
         try:
@@ -186,27 +226,19 @@ class Store:
         return self._read(parsed, name, backend)
 
     def _read(self, key: Key, name: str, backend: Backend) -> Any:
-        try:
-            with self._errors(name, key):
+        with self._errors(name, key, _READ_ERROR):
+            data = backend.read(key)
+            attempt = 0
+            while True:
+                try:
+                    return codec.decode(data)
+                except ValueError as exc:
+                    if attempt >= self.read_retries:
+                        reason = codec.describe_invalid(data, exc)
+                        raise CorruptDocumentError(key, backend.location_of(key), reason) from exc
+                time.sleep(self.read_retry_delay * 2**attempt)
+                attempt += 1
                 data = backend.read(key)
-                attempt = 0
-                while True:
-                    try:
-                        return codec.decode(data)
-                    except ValueError as exc:
-                        if attempt >= self.read_retries:
-                            reason = codec.describe_invalid(data, exc)
-                            raise CorruptDocumentError(
-                                key, backend.location_of(key), reason
-                            ) from exc
-                    time.sleep(self.read_retry_delay * 2**attempt)
-                    attempt += 1
-                    data = backend.read(key)
-        except NotFoundError:
-            raise
-        except StorageError as error:
-            self._notify("storage_shim_read_error", key=key, error=error)
-            raise
 
     def get(self, key: KeyLike, default: Any = None) -> Any:
         """Like :meth:`read`, but ``default`` when missing. A corrupt document still raises."""
@@ -245,15 +277,12 @@ class Store:
     def write(self, key: KeyLike, value: Any) -> Receipt:
         """Store ``value`` under ``key``. The value is serialised before anything is touched."""
         parsed, name, backend = self._resolve(key)
+        self._refuse_inside_update(parsed, "write")
         return self._write(parsed, name, backend, codec.encode(value))
 
     def _write(self, key: Key, name: str, backend: Backend, data: bytes) -> Receipt:
-        try:
-            with self._errors(name, key):
-                outcome = backend.write(key, data)
-        except StorageError as error:
-            self._notify("storage_shim_write_error", key=key, error=error)
-            raise
+        with self._errors(name, key, _WRITE_ERROR):
+            outcome = backend.write(key, data)
         receipt = Receipt(
             backend=name,
             key=key,
@@ -277,13 +306,8 @@ class Store:
         Exceptions from ``fn`` propagate unchanged and nothing is written.
         """
         parsed, name, backend = self._resolve(key)
-        with contextlib.ExitStack() as held:
-            try:
-                with self._errors(name, parsed):
-                    held.enter_context(backend.lock(parsed))
-            except StorageError as error:
-                self._notify("storage_shim_write_error", key=parsed, error=error)
-                raise
+        self._refuse_inside_update(parsed, "update")
+        with self._updating_key(name, parsed, backend):
             try:
                 current = self._read(parsed, name, backend)
             except NotFoundError:
@@ -293,17 +317,13 @@ class Store:
             new = fn(current)
             self._write(parsed, name, backend, codec.encode(new))
             return new
-        raise AssertionError("unreachable")  # pragma: no cover  # ExitStack may swallow, mypy says
 
     def remove(self, key: KeyLike) -> bool:
         """Delete the document; returns whether it existed."""
         parsed, name, backend = self._resolve(key)
-        try:
-            with self._errors(name, parsed):
-                existed = backend.remove(parsed)
-        except StorageError as error:
-            self._notify("storage_shim_write_error", key=parsed, error=error)
-            raise
+        self._refuse_inside_update(parsed, "remove")
+        with self._errors(name, parsed, _WRITE_ERROR):
+            existed = backend.remove(parsed)
         self._notify("storage_shim_after_remove", key=parsed, existed=existed)
         return existed
 

@@ -30,6 +30,10 @@ class Colour(enum.Enum):
     RED = "red"
 
 
+class Ratio(float):
+    """orjson refuses float subclasses; the path must still name the value."""
+
+
 REFUSED: list[tuple[object, str, str]] = [
     ({"a": {"b": [1, float("nan")]}}, "$.a.b[1]", "nan has no JSON representation"),
     ({"x y": [0.5, float("inf")]}, "$['x y'][1]", "inf has no JSON representation"),
@@ -52,6 +56,9 @@ REFUSED: list[tuple[object, str, str]] = [
     ({"raw": b"bytes"}, "$.raw", "bytes is not a JSON type"),
     ({"obj": object()}, "$.obj", "object is not a JSON type"),
     (float("nan"), "$", "nan has no JSON representation"),
+    ({"text": ["ok", "lone \ud800"]}, "$.text[1]", "not valid Unicode"),
+    ({"ratio": [Ratio(0.5)]}, "$.ratio[0]", "Ratio is not a JSON type"),
+    ({"ratio": Ratio(0.5), "none": None}, "$.ratio", "Ratio is not a JSON type"),
 ]
 
 

@@ -35,6 +35,8 @@ VALID = [
 ]
 
 INVALID: list[tuple[object, str]] = [
+    ("a.json/b", "would clash with a document"),
+    (("x", "B.JSON", "c"), "would clash with a document"),
     ("", "empty segment"),
     ((), "empty key"),
     ([], "empty key"),

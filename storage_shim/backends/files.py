@@ -20,7 +20,7 @@ from .._types import Key
 from ..backend import Backend, Durability, WriteOutcome
 from ..errors import LockTimeoutError, NotFoundError, UnsafePathError
 from ..fs import FileSystem
-from ..keys import SUFFIX, is_valid_segment, relative_path
+from ..keys import SUFFIX, is_directory_segment, is_valid_segment, relative_path
 
 STATE_DIR = ".storage_shim"
 """The library's private directory inside a store."""
@@ -127,7 +127,7 @@ class FileBackend(Backend):
             if entry.name.startswith("."):
                 continue
             if entry.is_dir:
-                if is_valid_segment(entry.name):
+                if is_valid_segment(entry.name) and is_directory_segment(entry.name):
                     yield from self._walk(
                         os.path.join(directory, entry.name), (*prefix, entry.name)
                     )

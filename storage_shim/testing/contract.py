@@ -509,6 +509,29 @@ class BackendContract:
             range(1, threads * updates + 1)
         )
 
+    @pytest.mark.parametrize("inner", ["write", "remove", "update"])
+    def test_changing_a_key_inside_its_own_update_is_refused(
+        self, store: ss.Store, inner: str
+    ) -> None:
+        """The outer update would silently overwrite it; other keys stay usable."""
+        store.write("doc", {"v": 1})
+        nested: dict[str, Callable[[], object]] = {
+            "write": lambda: store.write("doc", {"v": 100}),
+            "remove": lambda: store.remove("doc"),
+            "update": lambda: store.update("doc", lambda d: d),
+        }
+
+        def fn(doc: dict[str, int]) -> dict[str, int]:
+            store.write("other", {"nested": True})
+            with pytest.raises(ss.UnsupportedOperationError, match="inside update"):
+                nested[inner]()
+            return {"v": doc["v"] + 1}
+
+        assert store.update("doc", fn) == {"v": 2}
+        assert store.read("doc") == {"v": 2}
+        assert store.read("other") == {"nested": True}
+        store.write("doc", {"v": 3})  # the key is free again once the update returned
+
     @pytest.mark.parametrize("racer", ["write", "remove"])
     def test_a_write_during_an_update_waits_for_it(self, store: ss.Store, racer: str) -> None:
         """An acknowledged write or remove must never be overwritten by an older update."""
