@@ -49,7 +49,13 @@ class WriteOutcome:
 
 @dataclass(frozen=True)
 class Receipt:
-    """Returned by :meth:`Store.write`: how a write was carried out."""
+    """Returned by :meth:`Store.write`: how a write was carried out.
+
+    ``durability`` is the level the store was asked for; ``file_synced`` says
+    the document's bytes were flushed, ``dir_synced`` that its directory entry
+    is durable (flushed now, or unchanged by an in-place rewrite of a durable
+    file); ``retries`` counts transient failures that were retried.
+    """
 
     backend: str
     key: Key

@@ -83,6 +83,8 @@ def load_entry_points(pm: pluggy.PluginManager) -> None:
 
 def collect_backend_specs(pm: pluggy.PluginManager) -> Mapping[str, BackendSpec]:
     """Every registered backend by name; duplicates raise one error naming all providers."""
+    # Each implementation is called on its own, not through the hook, so that every
+    # spec can be attributed to the plugin that returned it.
     providers: defaultdict[str, list[str]] = defaultdict(list)
     specs: dict[str, BackendSpec] = {}
     for impl in reversed(pm.hook.storage_shim_backends.get_hookimpls()):
