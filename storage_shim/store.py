@@ -7,7 +7,7 @@ import copy
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Self, TypeVar
 
 import pluggy
@@ -368,7 +368,7 @@ def open_store(
     *,
     durability: Durability = "fsync",
     routes: Mapping[KeyLike, str] | None = None,
-    plugins: tuple[object, ...] | list[object] = (),
+    plugins: Iterable[object] = (),
     read_retries: int = 3,
     read_retry_delay: float = 0.005,
     **options: Any,
@@ -412,6 +412,6 @@ def open_store(
     return store
 
 
-def backend_specs(plugins: tuple[object, ...] | list[object] = ()) -> Mapping[str, BackendSpec]:
+def backend_specs(plugins: Iterable[object] = ()) -> Mapping[str, BackendSpec]:
     """Every registered backend, built-in and installed plugins, by name."""
     return collect_backend_specs(get_plugin_manager(plugins))
