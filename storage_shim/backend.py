@@ -22,7 +22,12 @@ DURABILITY_LEVELS: tuple[Durability, ...] = ("none", "fsync", "full")
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend promises. Each field is proven by the conformance suite."""
+    """What a backend promises; ``storage-shim backends`` shows it as the guarantee table.
+
+    The conformance suite (:mod:`storage_shim.testing`) tests ``atomic_reads``,
+    ``cross_process`` and ``persistent``; see ``docs/guarantees.md`` for the
+    tests behind each built-in backend's answers.
+    """
 
     atomic_reads: bool
     """A reader using the library never sees a partly written document."""

@@ -140,6 +140,12 @@ def test_an_open_lockfile_store_repairs_a_dead_writers_document_on_use(tmp_path:
         crash_a_lockfile_rewrite(tmp_path, ("b",))
         assert store.read("a") == {"v": 1}
         assert store.remove("b")
+        new = LockfileBackend(tmp_path, fs=DieInTheDocumentWrite())
+        new._restore = lambda *args: None  # type: ignore[method-assign]
+        new._drop_backup = lambda *args: None  # type: ignore[method-assign]
+        with pytest.raises(Crash):
+            new.write(("c",), b'{"v": 2, "pad": "' + b"x" * 5000 + b'"}')
+        assert store.list() == [("a",)]  # "c" never existed for anyone
     with ss.open_store(tmp_path, backend="lockfile") as store:
         assert store.list() == [("a",)]
         assert store.read("a") == {"v": 1}
@@ -237,16 +243,24 @@ def test_lock_timeout_is_typed(tmp_path: Path) -> None:
 def test_a_symlink_planted_in_the_private_directory(tmp_path: Path, backend: str) -> None:
     root, outside = tmp_path / "store", tmp_path / "outside"
     outside.mkdir()
+    bait = outside / f".doc.json.{'0' * 16}{TEMP_MARKER}"  # named like a backup's temporary file
+    bait.write_bytes(b"someone else's")
     (root / STATE_DIR).mkdir(parents=True)
     (root / STATE_DIR / "locks").symlink_to(outside)
     (root / STATE_DIR / "backup").symlink_to(outside)
+    if backend == "lockfile":
+        with pytest.raises(ss.UnsafePathError):
+            ss.open_store(root, backend=backend)  # recovery would scan the link
+        (root / STATE_DIR / "backup").unlink()
+        (root / STATE_DIR / "backup").mkdir()
+        (root / STATE_DIR / "backup" / "doc.json").symlink_to(outside / "x")
     with ss.open_store(root, backend=backend) as store:
         with pytest.raises(ss.UnsafePathError):
             store.update("doc", lambda v: v + 1, default=0)
         if backend == "lockfile":
             with pytest.raises(ss.UnsafePathError):
                 store.write("doc", 1)
-    assert list(outside.iterdir()) == []
+    assert list(outside.iterdir()) == [bait]
 
 
 @pytest.mark.parametrize("backend", FILE_BACKENDS)

@@ -601,3 +601,13 @@ def test_two_host_plugin_classes_with_one_name_both_register(tmp_path: Path) -> 
     with ss.open_store(tmp_path, plugins=[make(), make()]) as store:
         store.write("doc", 1)
     assert seen == [("doc",), ("doc",)]
+
+
+def test_an_implementation_asking_for_an_unknown_argument_is_refused(tmp_path: Path) -> None:
+    class Greedy:
+        @ss.hookimpl
+        def storage_shim_after_write(self, key: ss.Key, when: float) -> None:
+            raise AssertionError("never called")
+
+    with pytest.raises(ss.PluginError, match="when"):
+        ss.open_store(tmp_path, plugins=[Greedy()])

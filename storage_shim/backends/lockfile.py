@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from .._types import Key
 from ..backend import BackendSpec, Capabilities, WriteOutcome
@@ -51,6 +51,11 @@ class LockfileBackend(FileBackend):
         with self.lock(key):
             self._recover_key(key)
             return super().exists(key)
+
+    def list(self, prefix: Key) -> Iterator[Key]:
+        """Repairs first: a document a dead writer was creating must not be listed."""
+        self.recover()
+        return super().list(prefix)
 
     def _present(self, key: Key) -> bool:
         """Whether a file is there at all: a missing document needs no lock (nor a lock file)."""
@@ -141,14 +146,14 @@ class LockfileBackend(FileBackend):
         self._drop_backup(backup)
         return True
 
-    def recover(self) -> list[Key]:
+    def recover(self) -> Sequence[Key]:
         """Put back every document whose rewrite was interrupted; returns their keys.
 
         Each backup is handled under its key's lock: a rewrite still running in
         another process finishes (and removes its backup) first. A key that
         cannot be repaired now is logged and repaired before its next use.
         """
-        restored = []
+        restored: list[Key] = []
         for key, backup in self._backups():
             try:
                 with self.lock(key):
@@ -161,7 +166,7 @@ class LockfileBackend(FileBackend):
 
     def _backups(self) -> Iterator[tuple[Key, str]]:
         """Every key with a backup or a backup's temporary file, with its backup path."""
-        area = os.path.join(self.root, STATE_DIR, _BACKUP_AREA)
+        area = self._checked((STATE_DIR,), (STATE_DIR, _BACKUP_AREA), "")
         seen: set[Key] = set()
         for directory, segments, found in self._private_files(area, ()):
             name = found
