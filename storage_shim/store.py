@@ -13,6 +13,7 @@ from typing import Any, Self, TypeVar
 import pluggy
 
 from . import codec
+from ._threads import ThreadKeys
 from ._types import Key, KeyLike
 from .backend import DURABILITY_LEVELS, Backend, BackendSpec, Durability, Receipt, accepted_options
 from .errors import (
@@ -66,7 +67,7 @@ class Store:
         self._options = dict(options)
         self._backends: dict[str, Backend] = {}
         self._guard = threading.Lock()
-        self._thread = threading.local()
+        self._updating = ThreadKeys()  # keys whose update() fn this thread is running
         self._closed = False
         self.targets: frozenset[str] = self._collect_targets()
         self._check_options()
@@ -91,18 +92,21 @@ class Store:
 
     def _check_options(self) -> None:
         """Refuse options that none of the configured backends accepts (a typo, usually)."""
-        names = self.targets
         unused = set(self._options)
-        for name in names:
+        for name in self.targets:
             unused -= set(accepted_options(self._spec(name).factory, self._options))
         if unused:
             raise TypeError(
                 f"option(s) {', '.join(sorted(unused))} accepted by none of the backends "
-                f"{', '.join(sorted(names))}"
+                f"{', '.join(sorted(self.targets))}"
             )
 
     def backend(self, name: str) -> Backend:
-        """The store's instance of backend ``name``, created on first use."""
+        """The store's instance of backend ``name``.
+
+        Routed backends are created (and recover) when the store opens; any other
+        registered backend on first use.
+        """
         if self._closed:
             raise StoreClosedError("the store is closed")
         instance = self._backends.get(name)
@@ -181,25 +185,18 @@ class Store:
             raise
 
     def _refuse_inside_update(self, key: Key, operation: str) -> None:
-        if key in self._updating():
+        if key in self._updating.keys:
             raise UnsupportedOperationError(
                 f"{operation} of {format_key(key)!r} inside update() of the same key: the update"
                 " would overwrite it when it finishes; return the new value from fn instead"
             )
-
-    def _updating(self) -> set[Key]:
-        """The keys this thread is updating (their lock is held, their ``fn`` may be running)."""
-        keys: set[Key] | None = getattr(self._thread, "updating", None)
-        if keys is None:
-            keys = self._thread.updating = set()
-        return keys
 
     @contextlib.contextmanager
     def _updating_key(self, name: str, key: Key, backend: Backend) -> Iterator[None]:
         with self._errors(name, key, _WRITE_ERROR):
             lock = backend.lock(key)
             lock.__enter__()
-        updating = self._updating()
+        updating = self._updating.keys
         updating.add(key)
         try:
             yield

@@ -16,6 +16,7 @@ import time
 import weakref
 from collections.abc import Iterator
 
+from .._threads import ThreadKeys
 from .._types import Key
 from ..backend import Backend, Durability, WriteOutcome
 from ..errors import LockTimeoutError, NotFoundError, UnsafePathError
@@ -49,7 +50,7 @@ class FileBackend(Backend):
             weakref.WeakValueDictionary()
         )
         self._thread_locks_guard = threading.Lock()
-        self._held = threading.local()
+        self._held = ThreadKeys()
         self.fs.makedirs(self.root)
 
     @property
@@ -169,16 +170,10 @@ class FileBackend(Backend):
         return WriteOutcome(file_synced, self.sync_directory(path), retries)
 
     # -- locks ----------------------------------------------------------------------
-    def _held_keys(self) -> set[Key]:
-        held: set[Key] | None = getattr(self._held, "keys", None)
-        if held is None:
-            held = self._held.keys = set()
-        return held
-
     @contextlib.contextmanager
     def _thread_lock(self, key: Key) -> Iterator[None]:
         """Excludes other threads of this process; re-entrant for the holding thread."""
-        held = self._held_keys()
+        held = self._held.keys
         if key in held:
             yield
             return
@@ -201,7 +196,7 @@ class FileBackend(Backend):
     @contextlib.contextmanager
     def lock(self, key: Key) -> Iterator[None]:
         """Threads queue on an in-process lock, then one of them takes the sidecar file lock."""
-        if key in self._held_keys():
+        if key in self._held.keys:
             yield
             return
         lock_path = self.lock_path(key)
