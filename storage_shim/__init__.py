@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from .__about__ import __version__
 from ._types import Key, KeyLike
-from .backend import Backend, BackendSpec, Capabilities, Durability, Receipt, WriteOutcome
+from .backend import (
+    Backend,
+    BackendSpec,
+    BackendTransaction,
+    Capabilities,
+    Durability,
+    Receipt,
+    WriteOutcome,
+)
 from .errors import (
+    BackendPoisonedError,
     CorruptDocumentError,
+    CorruptJournalError,
     DuplicateBackendError,
     InvalidKeyError,
     LockTimeoutError,
@@ -30,12 +40,16 @@ from .keys import parse_key
 from .markers import hookimpl, hookspec
 from .routing import Routes
 from .store import Store, backend_specs, open_store
+from .transaction import Transaction
 
 __all__ = [
     "Backend",
+    "BackendPoisonedError",
     "BackendSpec",
+    "BackendTransaction",
     "Capabilities",
     "CorruptDocumentError",
+    "CorruptJournalError",
     "DuplicateBackendError",
     "Durability",
     "FileSystem",
@@ -52,6 +66,7 @@ __all__ = [
     "StorageIOError",
     "Store",
     "StoreClosedError",
+    "Transaction",
     "UnknownBackendError",
     "UnsafePathError",
     "UnsupportedOperationError",

@@ -12,3 +12,10 @@ class ThreadKeys(threading.local):
 
     def __init__(self) -> None:
         self.keys: set[Key] = set()
+
+
+class ThreadFlag(threading.local):
+    """A flag of the current thread (it has a transaction open)."""
+
+    def __init__(self) -> None:
+        self.active = False

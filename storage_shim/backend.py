@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
@@ -76,6 +76,22 @@ class Receipt:
         return self.file_synced and self.dir_synced
 
 
+class BackendTransaction(abc.ABC):
+    """What :meth:`Backend.begin` yields: reads of one committed state, and one commit.
+
+    The store buffers a transaction's writes and hands them to :meth:`commit`
+    all at once; leaving the ``begin()`` block without committing discards them.
+    """
+
+    @abc.abstractmethod
+    def read(self, key: Key) -> bytes:
+        """The committed bytes as of this transaction; :class:`NotFoundError` when missing."""
+
+    @abc.abstractmethod
+    def commit(self, changes: Mapping[Key, bytes | None]) -> WriteOutcome:
+        """Apply every change (None removes the document) all-or-nothing."""
+
+
 class Backend(abc.ABC):
     """Base class of every backend.
 
@@ -109,6 +125,30 @@ class Backend(abc.ABC):
         except NotFoundError:
             return False
         return True
+
+    def read_many(self, keys: Iterable[Key]) -> dict[Key, bytes]:
+        """The stored bytes of each key that has a document.
+
+        Backends with ``transactions`` return them from one committed state; this
+        default reads one key after the other.
+        """
+        found: dict[Key, bytes] = {}
+        for key in keys:
+            with contextlib.suppress(NotFoundError):
+                found[key] = self.read(key)
+        return found
+
+    def read_again(self, key: Key) -> bytes:
+        """Read after the previous bytes did not parse; a backend able to repair does so first."""
+        return self.read(key)
+
+    def begin(self) -> contextlib.AbstractContextManager[BackendTransaction]:
+        """Start a transaction (backends declaring ``transactions`` only).
+
+        It excludes every other writer until the block ends, like SQLite's
+        ``BEGIN IMMEDIATE``, so its reads and its commit see one state.
+        """
+        raise UnsupportedOperationError(f"{type(self).__name__} has no transactions")
 
     def lock(self, key: Key) -> contextlib.AbstractContextManager[None]:
         """Exclude every other :meth:`lock` holder of ``key`` (re-entrant per thread).

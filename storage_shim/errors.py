@@ -123,3 +123,20 @@ class DuplicateBackendError(PluginError):
         self.clashes = clashes
         lines = [f"{name!r} from {', '.join(providers)}" for name, providers in clashes.items()]
         super().__init__("backend names registered more than once: " + "; ".join(lines))
+
+
+class BackendPoisonedError(StorageError):
+    """An earlier write or fsync failed, so the backend refuses every call until reopened.
+
+    After a failed ``fsync`` the kernel may have dropped the unwritten pages and
+    a second ``fsync`` can report success for data never written, so the only
+    safe continuation is to close the store and open it again, which recovers
+    from what really reached the disk. The first failure is the ``__cause__``.
+    """
+
+
+class CorruptJournalError(StorageError):
+    """The journal holds valid records after an invalid one: media corruption, not a torn write.
+
+    Raised only with ``strict=True``; by default recovery keeps the valid prefix.
+    """

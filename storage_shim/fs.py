@@ -32,7 +32,10 @@ READ_FLAGS = os.O_RDONLY | _O_BINARY | _O_CLOEXEC | _O_NOFOLLOW
 CREATE_EXCL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY | _O_CLOEXEC | _O_NOFOLLOW
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | _O_BINARY | _O_CLOEXEC | _O_NOFOLLOW
 TRUNCATE_FLAGS = WRITE_FLAGS | os.O_TRUNC
+READ_WRITE_FLAGS = os.O_RDWR | _O_BINARY | _O_CLOEXEC | _O_NOFOLLOW
 _CHUNK = 1 << 20
+_HAS_FDATASYNC = hasattr(os, "fdatasync")
+_HAS_PWRITE = hasattr(os, "pwrite")
 
 CAN_SYNC_DIRECTORIES = sys.platform != "win32"
 """Windows cannot open a directory for fsync from Python; renames there are journaled by NTFS."""
@@ -92,12 +95,27 @@ class FileSystem:
     def read(self, fd: int, size: int) -> bytes:
         return os.read(fd, size)
 
+    def pwrite(self, fd: int, data: memoryview, offset: int) -> int:
+        if _HAS_PWRITE:
+            return os.pwrite(fd, data, offset)
+        os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover  # Windows
+        return os.write(fd, data)  # pragma: no cover
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        if _HAS_PWRITE:
+            return os.pread(fd, size, offset)
+        os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover  # Windows
+        return os.read(fd, size)  # pragma: no cover
+
     def fstat(self, fd: int) -> os.stat_result:
         return os.fstat(fd)
 
-    def fsync(self, fd: int, *, full: bool = False) -> None:
+    def fsync(self, fd: int, *, full: bool = False, data_only: bool = False) -> None:
+        """Flush ``fd``; ``data_only`` skips metadata not needed to read the data back."""
         if full:
             _full_sync(fd)
+        elif data_only and _HAS_FDATASYNC:
+            os.fdatasync(fd)
         else:
             os.fsync(fd)
 
@@ -155,6 +173,13 @@ class FileSystem:
         while view:
             written = self.write(fd, view[:_CHUNK])
             view = view[written:]
+
+    def pwrite_all(self, fd: int, data: bytes, offset: int) -> None:
+        """Write every byte at ``offset``, looping on short writes."""
+        view = memoryview(data)
+        while view:
+            written = self.pwrite(fd, view[:_CHUNK], offset)
+            view, offset = view[written:], offset + written
 
     def read_fd(self, fd: int) -> bytes:
         size = self.fstat(fd).st_size

@@ -13,9 +13,17 @@ from typing import Any, Self, TypeVar
 import pluggy
 
 from . import codec
-from ._threads import ThreadKeys
+from ._threads import ThreadFlag, ThreadKeys
 from ._types import Key, KeyLike
-from .backend import DURABILITY_LEVELS, Backend, BackendSpec, Durability, Receipt, accepted_options
+from .backend import (
+    DURABILITY_LEVELS,
+    Backend,
+    BackendSpec,
+    Durability,
+    Receipt,
+    WriteOutcome,
+    accepted_options,
+)
 from .errors import (
     CorruptDocumentError,
     NotFoundError,
@@ -29,6 +37,7 @@ from .errors import (
 from .keys import format_key, parse_key, parse_prefix
 from .plugins import collect_backend_specs, get_plugin_manager
 from .routing import HostRoutes, Routes
+from .transaction import Transaction
 
 T = TypeVar("T")
 _MISSING: Any = object()
@@ -68,6 +77,7 @@ class Store:
         self._backends: dict[str, Backend] = {}
         self._guard = threading.Lock()
         self._updating = ThreadKeys()  # keys whose update() fn this thread is running
+        self._transacting = ThreadFlag()  # this thread has a transaction open
         self._closed = False
         self.targets: frozenset[str] = self._collect_targets()
         self._check_options()
@@ -185,6 +195,12 @@ class Store:
             raise
 
     def _refuse_inside_update(self, key: Key, operation: str) -> None:
+        if self._transacting.active:
+            raise UnsupportedOperationError(
+                f"{operation} of {format_key(key)!r} on the store inside a transaction of this"
+                " thread: it would commit on its own, outside the transaction; use the"
+                " transaction's own methods (tx.write, tx.update, tx.remove)"
+            )
         if key in self._updating.keys:
             raise UnsupportedOperationError(
                 f"{operation} of {format_key(key)!r} inside update() of the same key: the update"
@@ -224,18 +240,42 @@ class Store:
 
     def _read(self, key: Key, name: str, backend: Backend) -> Any:
         with self._errors(name, key, _READ_ERROR):
-            data = backend.read(key)
-            attempt = 0
-            while True:
-                try:
-                    return codec.decode(data)
-                except ValueError as exc:
-                    if attempt >= self.read_retries:
-                        reason = codec.describe_invalid(data, exc)
-                        raise CorruptDocumentError(key, backend.location_of(key), reason) from exc
-                time.sleep(self.read_retry_delay * 2**attempt)
-                attempt += 1
-                data = backend.read(key)
+            return self._decode(key, name, backend, backend.read(key))
+
+    def _decode(self, key: Key, name: str, backend: Backend, data: bytes) -> Any:
+        """Parse ``data``; bytes that do not parse are read again a few times before giving up."""
+        attempt = 0
+        while True:
+            try:
+                return codec.decode(data)
+            except ValueError as exc:
+                if attempt >= self.read_retries:
+                    reason = codec.describe_invalid(data, exc)
+                    raise CorruptDocumentError(key, backend.location_of(key), reason) from exc
+            time.sleep(self.read_retry_delay * 2**attempt)
+            attempt += 1
+            data = backend.read_again(key)
+
+    def read_many(self, keys: Iterable[KeyLike]) -> dict[Key, Any]:
+        """The documents of ``keys`` that exist, by parsed key.
+
+        On a backend with transactions (``journal``) they come from one
+        committed state, even while other processes commit; elsewhere each is
+        read in turn. Missing keys are absent from the result.
+        """
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        by_backend: dict[str, list[Key]] = {}
+        for key in keys:
+            parsed = parse_key(key)
+            by_backend.setdefault(self._route(parsed), []).append(parsed)
+        found: dict[Key, Any] = {}
+        for name, wanted in by_backend.items():
+            backend = self.backend(name)
+            with self._errors(name, None, _READ_ERROR):
+                for key, data in backend.read_many(wanted).items():
+                    found[key] = self._decode(key, name, backend, data)
+        return found
 
     def get(self, key: KeyLike, default: Any = None) -> Any:
         """Like :meth:`read`, but ``default`` when missing. A corrupt document still raises."""
@@ -280,7 +320,12 @@ class Store:
     def _write(self, key: Key, name: str, backend: Backend, data: bytes) -> Receipt:
         with self._errors(name, key, _WRITE_ERROR):
             outcome = backend.write(key, data)
-        receipt = Receipt(
+        receipt = self._receipt(name, key, data, outcome)
+        self._notify("storage_shim_after_write", key=key, receipt=receipt)
+        return receipt
+
+    def _receipt(self, name: str, key: Key, data: bytes, outcome: WriteOutcome) -> Receipt:
+        return Receipt(
             backend=name,
             key=key,
             bytes=len(data),
@@ -289,8 +334,6 @@ class Store:
             dir_synced=outcome.dir_synced,
             retries=outcome.retries,
         )
-        self._notify("storage_shim_after_write", key=key, receipt=receipt)
-        return receipt
 
     def update(self, key: KeyLike, fn: Callable[[Any], T], *, default: Any = _MISSING) -> T:
         """Atomically replace the document with ``fn(current)`` and return the new value.
@@ -314,6 +357,47 @@ class Store:
             new = fn(current)
             self._write(parsed, name, backend, codec.encode(new))
             return new
+
+    def transaction(self) -> Transaction:
+        """A transaction: ``with store.transaction() as tx: tx.write(...); tx.update(...)``.
+
+        Commits every change all-or-nothing when the block ends normally and
+        discards them on an exception. Only backends declaring ``transactions``
+        (``journal``, and plugins such as ``sqlite``) offer it; on others it
+        raises :class:`UnsupportedOperationError` naming those that do.
+        """
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        if not any(self._has_transactions(name) for name in self.targets):
+            raise self._no_transactions(sorted(self.targets))
+        return Transaction(self)
+
+    def _has_transactions(self, name: str) -> bool:
+        capabilities = self._spec(name).capabilities
+        return capabilities is not None and capabilities.transactions
+
+    def _no_transactions(self, names: Iterable[str]) -> UnsupportedOperationError:
+        offering = sorted(name for name in self.specs if self._has_transactions(name))
+        return UnsupportedOperationError(
+            f"backend {' and '.join(map(repr, names))} has no transactions; backends that"
+            f" have them: {', '.join(offering) or 'none installed'}"
+        )
+
+    def _require_transactions(self, name: str) -> None:
+        if not self._has_transactions(name):
+            raise self._no_transactions([name])
+
+    def _enter_transaction(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        if self._transacting.active:
+            raise UnsupportedOperationError("transactions do not nest: this thread has one open")
+        if self._updating.keys:
+            raise UnsupportedOperationError("a transaction cannot start inside update()")
+        self._transacting.active = True
+
+    def _leave_transaction(self) -> None:
+        self._transacting.active = False
 
     def remove(self, key: KeyLike) -> bool:
         """Delete the document; returns whether it existed."""

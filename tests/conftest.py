@@ -11,7 +11,7 @@ from storage_shim.testing import fixtures
 
 pytest_plugins = ["pytester"]
 
-BUILTIN_BACKENDS = ("naive", "lockfile", "atomic", "memory")
+BUILTIN_BACKENDS = ("naive", "lockfile", "atomic", "journal", "memory")
 BACKENDS_VARIABLE = "STORAGE_SHIM_TEST_BACKENDS"
 
 

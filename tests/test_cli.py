@@ -21,7 +21,7 @@ from storage_shim.cli import main
 Feed = Callable[[bytes], None]
 """Puts the bytes on standard input."""
 
-BUILTINS = ["atomic", "lockfile", "memory", "naive"]
+BUILTINS = ["atomic", "journal", "lockfile", "memory", "naive"]
 QUESTIONS = [
     "torn reads possible?",
     "crash leaves old-or-new?",
@@ -330,7 +330,7 @@ def test_rm_of_a_missing_document_fails_unless_forced(
         (["rm", "{store}", "CON"], "invalid key 'CON'"),
         (
             ["ls", "{store}", "--backend", "nosuch"],
-            "unknown backend 'nosuch'; registered backends: atomic, lockfile, memory, naive",
+            "unknown backend 'nosuch'; registered backends: atomic, journal, lockfile, memory, naive",
         ),
     ],
     ids=["parent", "private", "empty_segment", "device", "unknown_backend"],

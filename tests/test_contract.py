@@ -32,6 +32,12 @@ if "atomic" in SELECTED:
         backend = "atomic"
 
 
+if "journal" in SELECTED:
+
+    class TestJournal(BackendContract):
+        backend = "journal"
+
+
 if "memory" in SELECTED:
 
     class TestMemory(BackendContract):
@@ -59,6 +65,7 @@ class TestNaive(BackendContract):
     reasons = {r.nodeid.rpartition("::")[2]: str(r.longrepr) for r in skipped}
     assert sorted(reasons) == [
         "test_processes_never_lose_updates",
+        "test_processes_never_see_half_a_transaction",
         "test_readers_in_other_processes_never_see_a_torn_document",
     ]
     assert "capabilities.cross_process" in reasons["test_processes_never_lose_updates"]

@@ -106,9 +106,9 @@ class Faults(FileSystem):
         self._call("write", self.fd_paths.get(fd, "?"))
         return super().write(fd, data)
 
-    def fsync(self, fd: int, *, full: bool = False) -> None:
+    def fsync(self, fd: int, *, full: bool = False, data_only: bool = False) -> None:
         self._call("fsync", self.fd_paths.get(fd, "<directory>"))
-        super().fsync(fd, full=full)
+        super().fsync(fd, full=full, data_only=data_only)
 
     def replace(self, src: str, dst: str) -> None:
         self._call("replace", dst)
@@ -280,9 +280,9 @@ class Mortal(FileSystem):
         self._step("write", self.fd_paths.get(fd, "?"))
         return super().write(fd, data)
 
-    def fsync(self, fd: int, *, full: bool = False) -> None:
+    def fsync(self, fd: int, *, full: bool = False, data_only: bool = False) -> None:
         self._step("fsync", self.fd_paths.get(fd, "<directory>"))
-        super().fsync(fd, full=full)
+        super().fsync(fd, full=full, data_only=data_only)
 
     def ftruncate(self, fd: int, length: int) -> None:
         self._step("ftruncate", self.fd_paths.get(fd, "?"))

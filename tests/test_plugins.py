@@ -15,7 +15,7 @@ from storage_shim.backends import MemoryBackend
 from storage_shim.fs import FileSystem
 from storage_shim.plugins import collect_backend_specs, get_plugin_manager
 
-BUILTINS = ["atomic", "lockfile", "memory", "naive"]
+BUILTINS = ["atomic", "journal", "lockfile", "memory", "naive"]
 FIXTURES = Path(__file__).parent / "plugin_fixtures"
 
 
@@ -81,7 +81,7 @@ def test_builtins_register_through_the_hook_like_any_plugin() -> None:
     assert sorted(registered) == BUILTINS
 
     pm.unregister(name="storage_shim.backends.naive")
-    assert list(collect_backend_specs(pm)) == ["atomic", "lockfile", "memory"]
+    assert list(collect_backend_specs(pm)) == ["atomic", "journal", "lockfile", "memory"]
 
 
 def test_backend_specs_describe_the_builtins() -> None:
@@ -159,7 +159,7 @@ def test_a_plugin_routing_to_an_unknown_backend_lists_the_known_ones(tmp_path: P
     assert error.name == "nowhere"
     assert error.known == tuple(BUILTINS)
     assert "'nowhere'" in str(error)
-    assert "atomic, lockfile, memory, naive" in str(error)
+    assert "atomic, journal, lockfile, memory, naive" in str(error)
     assert isinstance(error, LookupError)
     assert not (tmp_path / "lost").exists()
 
@@ -172,7 +172,7 @@ def test_a_plugin_routing_to_an_unknown_backend_lists_the_known_ones(tmp_path: P
 def test_an_unknown_backend_in_the_configuration_fails_at_open(
     tmp_path: Path, backend: str, routes: dict[ss.KeyLike, str] | None
 ) -> None:
-    with pytest.raises(ss.UnknownBackendError, match="registered backends: atomic, lockfile"):
+    with pytest.raises(ss.UnknownBackendError, match="registered backends: atomic, journal, lockfile"):
         ss.open_store(tmp_path, backend=backend, routes=routes)
 
 
@@ -469,7 +469,7 @@ def test_an_installed_plugin_adds_a_backend_and_routes_keys(tmp_path: Path) -> N
 @pytest.mark.usefixtures("installed")
 def test_backend_specs_lists_installed_backends() -> None:
     specs = ss.backend_specs()
-    assert list(specs) == ["atomic", "ephemeral", "lockfile", "memory", "naive"]
+    assert list(specs) == ["atomic", "ephemeral", "journal", "lockfile", "memory", "naive"]
     assert specs["ephemeral"].description == "scratch documents, in memory"
     assert specs["ephemeral"].capabilities == MemoryBackend.capabilities
 

@@ -39,10 +39,10 @@ class Recorder(FileSystem):
         self.log.append(("write", self.paths[fd]))
         return super().write(fd, data)
 
-    def fsync(self, fd: int, *, full: bool = False) -> None:
+    def fsync(self, fd: int, *, full: bool = False, data_only: bool = False) -> None:
         if fd in self.paths:
             self.log.append(("fsync", self.paths[fd]))
-        super().fsync(fd, full=full)
+        super().fsync(fd, full=full, data_only=data_only)
 
     def fsync_dir(self, path: str, *, full: bool = False) -> bool:
         self.log.append(("fsync_dir", path))

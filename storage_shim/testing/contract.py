@@ -197,6 +197,7 @@ class BackendContract:
     process_updates: ClassVar[int] = 150
     torn_document_bytes: ClassVar[int] = 1_000_000
     torn_read_seconds: ClassVar[float] = 1.5
+    transaction_pad_bytes: ClassVar[int] = 300_000
     state_machine_settings: ClassVar[settings] = settings(
         max_examples=20,
         stateful_step_count=20,
@@ -633,6 +634,150 @@ class BackendContract:
         run_state_machine_as_test(BackendModel, settings=self.state_machine_settings)
 
     # -- other processes --------------------------------------------------------------
+    # -- transactions ------------------------------------------------------------------
+    def test_read_many_returns_the_documents_that_exist(self, store: ss.Store) -> None:
+        store.write("many/a", {"a": 1})
+        store.write("many/b", [2])
+        found = store.read_many(["many/a", ("many", "b"), "many/missing", "many/a"])
+        assert found == {("many", "a"): {"a": 1}, ("many", "b"): [2]}
+        assert store.read_many([]) == {}
+
+    def test_transactions_work_or_are_refused_naming_who_has_them(
+        self, store: ss.Store, capabilities: ss.Capabilities
+    ) -> None:
+        if not capabilities.transactions:
+            with pytest.raises(ss.UnsupportedOperationError, match="have them"):
+                store.transaction()
+            return
+        with store.transaction() as tx:
+            tx.write("tx/one", 1)
+        assert store.read("tx/one") == 1
+
+    def test_a_transaction_commits_all_its_changes_at_once(
+        self, store: ss.Store, store_factory: StoreFactory, capabilities: ss.Capabilities
+    ) -> None:
+        self.require(capabilities, "transactions")
+        store.write("tx/a", 1)
+        store.write("tx/b", 2)
+        other = store_factory()
+        with store.transaction() as tx:
+            tx.write("tx/a", 10)
+            assert tx.remove("tx/b") is True
+            assert tx.update("tx/c", lambda n: n + 1, default=0) == 1
+            assert (tx.read("tx/a"), tx.get("tx/b", "gone"), tx.read("tx/c")) == (10, "gone", 1)
+            assert tx.exists("tx/b") is False
+            assert tx.remove("tx/never") is False
+            assert other.read_many(["tx/a", "tx/b", "tx/c"]) == {("tx", "a"): 1, ("tx", "b"): 2}
+        assert store.read_many(["tx/a", "tx/b", "tx/c"]) == {("tx", "a"): 10, ("tx", "c"): 1}
+        assert other.read_many(["tx/a", "tx/b", "tx/c"]) == {("tx", "a"): 10, ("tx", "c"): 1}
+        assert sorted(r.key for r in tx.receipts) == [("tx", "a"), ("tx", "c")]
+        assert all(r.bytes > 0 and r.backend == self.backend for r in tx.receipts)
+
+    def test_an_exception_discards_the_whole_transaction(
+        self, store: ss.Store, capabilities: ss.Capabilities
+    ) -> None:
+        self.require(capabilities, "transactions")
+        store.write("tx/a", 1)
+        tx = store.transaction()
+
+        def write_then_fail() -> None:
+            with tx:
+                tx.write("tx/a", 2)
+                tx.write("tx/new", 3)
+                raise _Boom
+
+        with pytest.raises(_Boom):
+            write_then_fail()
+        assert store.read_many(["tx/a", "tx/new"]) == {("tx", "a"): 1}
+        with pytest.raises(ss.UnsupportedOperationError, match="discarded"):
+            tx.write("tx/a", 4)
+        with store.transaction() as tx:  # the lock was released
+            tx.write("tx/a", 5)
+        assert store.read("tx/a") == 5
+
+    def test_a_transaction_refuses_what_would_escape_it(
+        self, store: ss.Store, capabilities: ss.Capabilities
+    ) -> None:
+        self.require(capabilities, "transactions")
+        with store.transaction() as tx:
+            tx.write("tx/a", 1)
+            for escape in (
+                lambda: store.write("tx/b", 1),
+                lambda: store.update("tx/b", lambda n: n, default=0),
+                lambda: store.remove("tx/b"),
+                store.transaction().__enter__,
+            ):
+                with pytest.raises(ss.UnsupportedOperationError):
+                    escape()
+            with pytest.raises(ss.SerializationError):
+                tx.write("tx/c", {"bad": float("nan")})
+            with pytest.raises(ss.InvalidKeyError):
+                tx.write("../escape", 1)
+        assert store.read_many(["tx/a", "tx/b", "tx/c"]) == {("tx", "a"): 1}
+        with pytest.raises(ss.UnsupportedOperationError, match="only once"):
+            tx.__enter__()
+
+    def test_transactions_from_threads_serialise(
+        self, store: ss.Store, capabilities: ss.Capabilities
+    ) -> None:
+        self.require(capabilities, "transactions")
+        store.write("tx/x", 0)
+        store.write("tx/y", 0)
+
+        def move() -> None:
+            for _ in range(self.thread_updates):
+                with store.transaction() as tx:
+                    x = tx.read("tx/x")
+                    time.sleep(0)
+                    tx.write("tx/x", x + 1)
+                    tx.write("tx/y", tx.read("tx/y") - 1)
+
+        with ThreadPoolExecutor(self.thread_count) as pool:
+            for future in [pool.submit(move) for _ in range(self.thread_count)]:
+                future.result()
+        total = self.thread_count * self.thread_updates
+        assert store.read_many(["tx/x", "tx/y"]) == {("tx", "x"): total, ("tx", "y"): -total}
+
+    @pytest.mark.slow
+    def test_processes_never_see_half_a_transaction(
+        self, store: ss.Store, location: Path, capabilities: ss.Capabilities,
+        worker_options: dict[str, Any],
+    ) -> None:  # fmt: skip
+        self.require(capabilities, "transactions", "cross_process")
+        self.require_installed_backend()
+        balance, pad, times, movers = 1000, self.transaction_pad_bytes, 40, 3
+        workers.open_accounts(store, balance)
+        start = workers.spawn_context().Barrier(movers + 2)
+        common = (os.fspath(location), self.backend, worker_options)
+        calls: list[Callable[[], Any]] = [
+            functools.partial(
+                workers.transfer, *common, times=times, seed=seed, pad=pad, start=start
+            )
+            for seed in range(movers)
+        ]
+        calls.append(
+            functools.partial(
+                workers.audit_accounts,
+                *common,
+                total=3 * balance,
+                expected=movers * times,
+                pad=pad,
+                start=start,
+            )
+        )
+        calls.append(
+            functools.partial(
+                workers.update_counter, *common, key="accounts/counter", times=times, start=start
+            )
+        )
+        *_, (audits, problems), counts = workers.run_in_processes(calls)
+        assert problems == []
+        assert audits > 0
+        final = store.read_many([*workers.ACCOUNTS, workers.LEDGER, "accounts/counter"])
+        assert workers.audit_problem(final, 3 * balance, pad) is None
+        assert final[("accounts", "ledger")]["transfers"] == movers * times
+        assert final[("accounts", "counter")] == times == len(counts)
+
     def require_installed_backend(self) -> None:
         if self.backend not in ss.backend_specs():
             pytest.fail(

@@ -287,3 +287,92 @@ def hold_lock(
     ):
         held.set()
         time.sleep(seconds)
+
+
+ACCOUNTS = ("accounts/a", "accounts/b", "accounts/c")
+LEDGER = "accounts/ledger"
+"""The ledger is the large document of each transfer, so some transactions span many blocks."""
+
+
+def open_accounts(store: ss.Store, balance: int) -> None:
+    with store.transaction() as tx:
+        for key in ACCOUNTS:
+            tx.write(key, {"balance": balance, "moves": 0})
+        tx.write(LEDGER, {"transfers": 0, "pad": ""})
+
+
+def transfer(
+    location: str,
+    backend: str,
+    options: dict[str, Any],
+    *,
+    times: int,
+    seed: int,
+    pad: int,
+    start: Barrier,
+) -> int:
+    """Move one unit between two accounts ``times`` times, each move one transaction."""
+    import random  # noqa: PLC0415  # only workers need it
+
+    pick = random.Random(seed)  # noqa: S311  # a reproducible test workload
+    with ss.open_store(location, backend=backend, **options) as store:
+        start.wait(START_TIMEOUT)
+        for _ in range(times):
+            source, target = pick.sample(ACCOUNTS, 2)
+            with store.transaction() as tx:
+                tx.update(source, lambda a: {"balance": a["balance"] - 1, "moves": a["moves"] + 1})
+                tx.update(target, lambda a: {"balance": a["balance"] + 1, "moves": a["moves"] + 1})
+                count = tx.read(LEDGER)["transfers"] + 1
+                tx.write(LEDGER, {"transfers": count, "pad": f"{count:08d}" * (pad // 8)})
+        return times
+
+
+def audit_problem(documents: Mapping[ss.Key, Any], total: int, pad: int) -> str | None:
+    """What is inconsistent in one ``read_many`` of the accounts, or None."""
+    accounts = [documents.get(ss.parse_key(k)) for k in ACCOUNTS]
+    ledger = documents.get(ss.parse_key(LEDGER))
+    if ledger is None or any(a is None for a in accounts):
+        return f"documents missing: {sorted(documents)}"
+    transfers = ledger["transfers"]
+    if ledger["pad"] != f"{transfers:08d}" * (pad // 8) and transfers:
+        return f"the ledger's body does not match its count {transfers}"
+    balances = sum(a["balance"] for a in accounts)
+    moves = sum(a["moves"] for a in accounts)
+    if balances != total or moves != 2 * transfers:
+        return (
+            f"half a transaction: balances {balances} (want {total}),"
+            f" moves {moves}, ledger {transfers}"
+        )
+    return None
+
+
+def audit_accounts(
+    location: str,
+    backend: str,
+    options: dict[str, Any],
+    *,
+    total: int,
+    expected: int,
+    pad: int,
+    start: Barrier,
+    seconds: float = 60.0,
+) -> tuple[int, list[str]]:
+    """``read_many`` the accounts until the ledger shows ``expected`` transfers.
+
+    Returns the number of audits and every inconsistency seen.
+    """
+    keys = [*ACCOUNTS, LEDGER]
+    problems: list[str] = []
+    audits = 0
+    with ss.open_store(location, backend=backend, **options) as store:
+        start.wait(START_TIMEOUT)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            documents = store.read_many(keys)
+            audits += 1
+            problem = audit_problem(documents, total, pad)
+            if problem is not None:
+                problems.append(problem)
+            if documents[ss.parse_key(LEDGER)]["transfers"] >= expected:
+                break
+    return audits, problems

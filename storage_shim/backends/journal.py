@@ -1,0 +1,620 @@
+"""``journal``: a redo log that makes multi-document transactions all-or-nothing.
+
+Every commit appends one record holding the full new bytes of each document
+it changes to a segment under ``<location>/.storage_shim/journal/``, then
+flushes the segment: the commit is durable once the record is. Documents are
+published afterwards as ``<location>/<key>.json`` by rename, without a flush
+of their own; until a checkpoint has flushed them, the log is the truth, and
+readers using the library consult the log before the files. Concurrent
+committers in one process share a flush (group commit). ``docs/journal.md``
+has the format, the protocols and the sources they follow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import orjson
+
+from .._types import Key
+from ..backend import BackendSpec, BackendTransaction, Capabilities, Durability, WriteOutcome
+from ..errors import BackendPoisonedError, CorruptJournalError, NotFoundError, StoreClosedError
+from ..fs import CREATE_EXCL_FLAGS, READ_WRITE_FLAGS, FileSystem
+from ..journal import records
+from ..journal.group_commit import GroupCommit
+from ..journal.records import HEADER_SIZE, Change, SegmentHeader
+from ..journal.writer_lock import WriterLock
+from ..markers import hookimpl
+from .files import STATE_DIR, TEMP_MARKER, FileBackend
+
+log = logging.getLogger(__name__)
+
+JOURNAL_DIR = "journal"
+POINTER = "current"
+"""The checkpoint pointer: names the segment recovery starts from."""
+SEGMENT_SUFFIX = ".log"
+_NEW_SEGMENT_FLAGS = READ_WRITE_FLAGS | os.O_CREAT | os.O_EXCL
+
+
+def segment_name(number: int) -> str:
+    return f"{number:012d}{SEGMENT_SUFFIX}"
+
+
+class _Window:
+    """Reads of one segment through a small cache that grows while reading forward."""
+
+    def __init__(self, fs: FileSystem, fd: int) -> None:
+        self.fs, self.fd = fs, fd
+        self.start, self.data, self.size = 0, b"", 4096
+
+    def pread(self, size: int, offset: int) -> bytes:
+        end = offset + size
+        if self.start <= offset and end <= self.start + len(self.data):
+            return self.data[offset - self.start : end - self.start]
+        self.data = self.fs.pread(self.fd, max(size, self.size), offset)
+        self.start, self.size = offset, min(self.size * 2, 1 << 20)
+        return self.data[:size]
+
+
+class _Transaction(BackendTransaction):
+    def __init__(self, backend: JournalBackend) -> None:
+        self.backend = backend
+
+    def read(self, key: Key) -> bytes:
+        return self.backend.read(key)
+
+    def commit(self, changes: Mapping[Key, bytes | None]) -> WriteOutcome:
+        return self.backend.commit_locked([list(changes.items())])
+
+
+class JournalBackend(FileBackend):
+    capabilities = Capabilities(
+        atomic_reads=True, crash_safe=True, durable=True, cross_process=True, transactions=True
+    )
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str],
+        *,
+        durability: Durability = "fsync",
+        lock_timeout: float = 30.0,
+        publish_delay: float | None = 0.02,
+        checkpoint_bytes: int = 16 << 20,
+        preallocate_bytes: int = 1 << 20,
+        strict: bool = False,
+        fs: FileSystem | None = None,
+    ) -> None:
+        super().__init__(location, durability=durability, lock_timeout=lock_timeout, fs=fs)
+        if publish_delay is not None and publish_delay < 0:
+            raise ValueError("publish_delay must be None or not negative")
+        self.publish_delay = publish_delay
+        self.checkpoint_bytes = checkpoint_bytes
+        self.preallocate_bytes = max(preallocate_bytes, 4096)
+        self.strict = strict
+        self.directory = os.path.join(self.root, STATE_DIR, JOURNAL_DIR)
+        self._writer = WriterLock(
+            self.fs, os.path.join(self.directory, "writer.lock"), lock_timeout
+        )
+        self._group: GroupCommit[list[Change]] = GroupCommit(self._writer, self.commit_locked)
+        # The log position and the committed changes since the last checkpoint, under _state.
+        self._state = threading.RLock()
+        self._header: SegmentHeader | None = None
+        self._fd = -1
+        self._offset = 0
+        self._allocated = 0
+        self._next_seq = 1
+        self._torn = False
+        self._index: dict[Key, bytes | None] = {}
+        self._seqs: dict[Key, int] = {}
+        # Documents committed by this object and not yet published, under _pending.
+        self._pending = threading.Condition()
+        self._dirty: dict[Key, int] = {}
+        self._publisher: threading.Thread | None = None
+        self._poison: BaseException | None = None
+        self._closed = False
+
+    # -- reading ------------------------------------------------------------------------
+    def read(self, key: Key) -> bytes:
+        self._check()
+        with self._state:
+            self._catch_up()
+            if key in self._index:
+                data = self._index[key]
+                if data is None:
+                    raise NotFoundError(key)
+                return data
+        return self._read_unlocked(key)
+
+    def read_again(self, key: Key) -> bytes:
+        """A document did not parse: repair what a crash left (under the writer lock), then read."""
+        self._check()
+        with self._writer:
+            self._catch_up_writer()
+            if self._torn:
+                self._checkpoint_locked()
+            return self.read(key)
+
+    def exists(self, key: Key) -> bool:
+        self._check()
+        with self._state:
+            self._catch_up()
+            if key in self._index:
+                return self._index[key] is not None
+        return self.fs.exists(self.path(key))
+
+    def read_many(self, keys: Iterable[Key]) -> dict[Key, bytes]:
+        """One committed state: files read outside the lock are checked against the log after."""
+        wanted = list(dict.fromkeys(keys))
+        self._check()
+        for _ in range(3):
+            with self._state:
+                self._catch_up()
+                segment = self._segment
+                found = {k: d for k in wanted if (d := self._index.get(k)) is not None}
+                from_files = [k for k in wanted if k not in self._index]
+            for key in from_files:
+                with contextlib.suppress(NotFoundError):
+                    found[key] = self._read_unlocked(key)
+            with self._state:
+                self._catch_up()
+                if self._segment == segment and not any(k in self._index for k in from_files):
+                    return found
+        with self._writer:  # busy: stop the writers for a moment instead of retrying forever
+            return {k: d for k in wanted if (d := self._read_or_none(k)) is not None}
+
+    def _read_or_none(self, key: Key) -> bytes | None:
+        try:
+            return self.read(key)
+        except NotFoundError:
+            return None
+
+    def list(self, prefix: Key) -> Iterator[Key]:
+        self._check()
+        with self._state:
+            self._catch_up()
+            index = dict(self._index)
+        size = len(prefix)
+        for key in super().list(prefix):
+            if key not in index:
+                yield key
+        for key, data in index.items():
+            if data is not None and key[:size] == prefix:
+                yield key
+
+    # -- writing ------------------------------------------------------------------------
+    def write(self, key: Key, data: bytes) -> WriteOutcome:
+        return self.commit([(key, data)])
+
+    def remove(self, key: Key) -> bool:
+        with self._writer:
+            existed = self.exists(key)
+            if existed:
+                self.commit_locked([[(key, None)]])
+            return existed
+
+    def commit(self, changes: Sequence[Change]) -> WriteOutcome:
+        """Commit ``changes`` all-or-nothing, sharing the flush with concurrent committers."""
+        self._check()
+        if self._writer.held:
+            return self.commit_locked([list(changes)])
+        self._group.submit(list(changes))
+        return WriteOutcome(file_synced=self._sync, dir_synced=self._sync)
+
+    @contextlib.contextmanager
+    def lock(self, key: Key) -> Iterator[None]:
+        """The writer lock: ``update()`` reads, computes and commits with every writer excluded."""
+        self._check()
+        with self._writer:
+            yield
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[BackendTransaction]:
+        with self._writer:
+            self._check()
+            yield _Transaction(self)
+
+    def commit_locked(self, batch: Sequence[Sequence[Change]]) -> WriteOutcome:
+        """Under the writer lock: append each transaction of ``batch``, then flush once."""
+        self._check()
+        with self._state:
+            self._catch_up_writer()
+            if self._torn:
+                self._checkpoint_locked()
+            assert self._header is not None
+            salt, seq, offset = self._header.salt, self._next_seq, self._offset
+        data = b"".join(
+            records.frame(salt, seq + i, records.FULL, records.encode_changes(changes))
+            for i, changes in enumerate(batch)
+        )
+        try:
+            self._reserve(offset + len(data))
+            self.fs.pwrite_all(self._fd, data, offset)
+            if self._sync:
+                self.fs.fsync(self._fd, full=self._full, data_only=True)
+        except BaseException as exc:
+            self._poison = exc
+            raise
+        with self._state:
+            self._catch_up_writer()
+        keys = {key for changes in batch for key, _ in changes}
+        if self.publish_delay is None:
+            self._publish_locked(keys)
+            if self._offset >= self.checkpoint_bytes:
+                self._checkpoint_locked()
+        else:
+            with self._pending:
+                self._dirty.update((key, self._seqs[key]) for key in keys if key in self._seqs)
+                self._pending.notify()
+        return WriteOutcome(file_synced=self._sync, dir_synced=self._sync)
+
+    def _reserve(self, end: int) -> None:
+        """Extend the zero-filled area so appends overwrite in place instead of growing the file.
+
+        The size comes from the file, not from memory: other processes extend it too.
+        """
+        if end + records.RECORD_HEADER_SIZE + 8 <= self._allocated:
+            return
+        self._allocated = self.fs.fstat(self._fd).st_size
+        if end + records.RECORD_HEADER_SIZE + 8 <= self._allocated:
+            return
+        grow = max(self.preallocate_bytes, end - self._allocated + self.preallocate_bytes // 2)
+        self.fs.pwrite_all(self._fd, bytes(grow), self._allocated)
+        self._allocated += grow
+
+    # -- following the log ----------------------------------------------------------------
+    @property
+    def _segment(self) -> int:
+        return self._header.segment if self._header is not None else 0
+
+    def _catch_up(self, *, writer: bool = False) -> None:
+        """Fold in every transaction appended since the last look, following rotations."""
+        assert self._header is not None
+        window = _Window(self.fs, self._fd)
+        while True:
+            step = records.read_step(window.pread, self._header.salt, self._offset, self._next_seq)
+            if step.kind == "commit":
+                for key, data in records.decode_changes(step.payload):
+                    self._index[key] = data
+                    self._seqs[key] = step.seq
+                self._offset, self._next_seq = step.offset, step.seq + 1
+                self._torn = False
+                continue
+            if step.kind == "rotate":
+                self._switch_to(records.decode_rotation(step.payload))
+            elif step.kind == "torn" and writer:
+                self._torn = True
+                if self.strict:
+                    self._refuse_corruption(window)
+                return
+            elif step.kind == "torn" and (pointer := self._read_pointer()) != self._segment:
+                self._switch_to(pointer)  # a checkpoint left this torn segment behind
+            else:
+                return
+            window = _Window(self.fs, self._fd)
+
+    def _catch_up_writer(self) -> None:
+        self._catch_up(writer=True)
+
+    def _refuse_corruption(self, window: _Window) -> None:
+        found = records.find_valid_record(
+            window.pread, self._header.salt if self._header else b"", self._offset,
+            self._allocated, self._next_seq - 1,
+        )  # fmt: skip
+        if found is not None:
+            raise CorruptJournalError(
+                f"{self._segment_path(self._segment)}: invalid record at offset {self._offset}"
+                f" followed by a valid one at {found} (strict recovery)"
+            )
+
+    def _switch_to(self, segment: int | None) -> None:
+        """Start reading ``segment`` afresh: everything before it is published and durable."""
+        if segment is None:
+            raise CorruptJournalError(f"{self.directory}: the checkpoint pointer is missing")
+        try:
+            fd, header, size = self._open_segment(segment)
+        except FileNotFoundError:  # removed by a later checkpoint: start from the pointer
+            newer = self._read_pointer()
+            if newer is None or newer == segment:
+                raise
+            fd, header, size = self._open_segment(newer)
+        self._adopt(fd, header, size)
+
+    def _adopt(self, fd: int, header: SegmentHeader, size: int) -> None:
+        old, self._fd = self._fd, fd
+        self._header, self._offset, self._allocated = header, HEADER_SIZE, size
+        self._next_seq = header.base_seq + 1
+        self._index.clear()
+        self._seqs.clear()
+        self._torn = False
+        if old >= 0:
+            self.fs.close(old)
+
+    def _open_segment(self, segment: int) -> tuple[int, SegmentHeader, int]:
+        path = self._segment_path(segment)
+        fd = self.fs.open(path, READ_WRITE_FLAGS)
+        try:
+            header = SegmentHeader.decode(self.fs.pread(fd, HEADER_SIZE, 0))
+            size = self.fs.fstat(fd).st_size
+        except BaseException:
+            self.fs.close(fd)
+            raise
+        if header is None or header.segment != segment:
+            self.fs.close(fd)
+            raise CorruptJournalError(f"{path}: not a journal segment header")
+        return fd, header, size
+
+    def _segment_path(self, segment: int) -> str:
+        return os.path.join(self.directory, segment_name(segment))
+
+    def _read_pointer(self) -> int | None:
+        try:
+            data = self.fs.read_file(os.path.join(self.directory, POINTER))
+        except FileNotFoundError:
+            return None
+        try:
+            segment = orjson.loads(data)["segment"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CorruptJournalError(f"{self.directory}: unreadable checkpoint pointer") from exc
+        if not isinstance(segment, int):
+            raise CorruptJournalError(f"{self.directory}: unreadable checkpoint pointer")
+        return segment
+
+    # -- publishing and checkpoints ---------------------------------------------------------
+    def _publish_file(self, key: Key, data: bytes | None, *, sync: bool) -> str:
+        path = self.path(key)
+        if data is None:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                self.fs.unlink(path)
+            return path
+        self.fs.makedirs(os.path.dirname(path))
+        temp = self.temp_path(path)
+        try:
+            fd = self.fs.open(temp, CREATE_EXCL_FLAGS)
+            try:
+                self.fs.write_all(fd, data)
+                if sync:
+                    self.fs.fsync(fd, full=self._full)
+            finally:
+                self.fs.close(fd)
+            self.fs.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.fs.unlink(temp)
+            raise
+        return path
+
+    def _publish_locked(self, keys: Iterable[Key]) -> None:
+        """Under the writer lock: show the latest committed version of ``keys`` as files.
+
+        A file may only show a commit that is durable in the log, or a crash could
+        leave half a transaction in the files with no record to repair it from:
+        without per-commit flushes (``durability="none"``) the log is flushed first.
+        """
+        if not self._sync:
+            self._flush_log()
+        with self._state:
+            self._catch_up_writer()
+            latest = {k: self._index[k] for k in keys if k in self._index}
+        for key, data in latest.items():
+            self._publish_file(key, data, sync=False)
+
+    def _flush_log(self) -> None:
+        try:
+            self.fs.fsync(self._fd, full=self._full, data_only=True)
+        except BaseException as exc:
+            self._poison = exc
+            raise
+
+    def publish(self) -> None:
+        """Publish every pending document now instead of after ``publish_delay``."""
+        self._check()
+        with self._writer:
+            self._publish_pending()
+
+    def _publish_pending(self) -> None:
+        with self._pending:
+            dirty = dict(self._dirty)
+        with self._state:
+            current = [k for k, seq in dirty.items() if self._seqs.get(k) == seq]
+        self._publish_locked(current)
+        with self._pending:
+            for key, seq in dirty.items():
+                if self._dirty.get(key) == seq:
+                    del self._dirty[key]
+
+    def checkpoint(self) -> None:
+        """Make every document durable in its file, start a new segment and drop the old ones."""
+        self._check()
+        with self._writer:
+            self._check()
+            self._checkpoint_locked()
+
+    def _checkpoint_locked(self) -> None:
+        """Crash-safe at every step: the pointer moves only once the files hold everything."""
+        try:
+            with self._state:
+                if not self._torn:
+                    self._catch_up_writer()
+                latest = dict(self._index)
+                old = self._header
+                assert old is not None
+                salt_seq = self._next_seq
+            directories: set[str] = set()
+            for key, data in latest.items():
+                path = self._publish_file(key, data, sync=True)
+                directories.update(self._ancestors(path))
+            for directory in sorted(directories, key=len, reverse=True):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    self.fs.fsync_dir(directory, full=self._full)  # gone: a removal emptied it
+            header = SegmentHeader.fresh(old.segment + 1, base_seq=salt_seq - 1)
+            fd, size = self._create_segment(header)
+            self._write_pointer(header.segment)
+            if not self._torn:  # tell readers in other processes where the log went
+                rotation = records.frame(
+                    old.salt, salt_seq, records.ROTATE, records.encode_rotation(header.segment)
+                )
+                self.fs.pwrite_all(self._fd, rotation, self._offset)
+        except BaseException as exc:
+            self._poison = exc
+            raise
+        with self._state:
+            self._adopt(fd, header, size)
+        with self._pending:
+            self._dirty.clear()
+        self._remove_segments(keep=header.segment)
+
+    def _ancestors(self, path: str) -> Iterator[str]:
+        directory = os.path.dirname(path)
+        while len(directory) >= len(self.root):
+            yield directory
+            directory = os.path.dirname(directory)
+
+    def _create_segment(self, header: SegmentHeader) -> tuple[int, int]:
+        path = self._segment_path(header.segment)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.unlink(path)  # left by a checkpoint that crashed before moving the pointer
+        fd = self.fs.open(path, _NEW_SEGMENT_FLAGS, 0o644)
+        try:
+            data = header.encode()
+            size = max(self.preallocate_bytes, len(data))
+            self.fs.pwrite_all(fd, data + bytes(size - len(data)), 0)
+            self.fs.fsync(fd, full=self._full)
+        except BaseException:
+            self.fs.close(fd)
+            raise
+        self.fs.fsync_dir(self.directory, full=self._full)
+        return fd, size
+
+    def _write_pointer(self, segment: int) -> None:
+        path = os.path.join(self.directory, POINTER)
+        temp = self.temp_path(path)
+        try:
+            fd = self.fs.open(temp, CREATE_EXCL_FLAGS, 0o644)
+            try:
+                self.fs.write_all(fd, orjson.dumps({"segment": segment}))
+                self.fs.fsync(fd, full=self._full)
+            finally:
+                self.fs.close(fd)
+            self.fs.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.fs.unlink(temp)
+            raise
+        self.fs.fsync_dir(self.directory, full=self._full)
+
+    def _remove_segments(self, keep: int) -> None:
+        """Delete every segment but ``keep``, and the pointer's leftover temporary files."""
+        for entry in self.fs.scandir(self.directory):
+            stale_segment = entry.name.endswith(SEGMENT_SUFFIX) and entry.name != segment_name(keep)
+            if entry.is_file and (stale_segment or entry.name.endswith(TEMP_MARKER)):
+                with contextlib.suppress(OSError):  # Windows refuses while a reader has it open
+                    self.fs.unlink(os.path.join(self.directory, entry.name))
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def recover(self) -> Sequence[Key]:
+        """Open the log; replay and checkpoint whatever a previous run left in it."""
+        with self._writer:
+            repaired = self._recover_locked()
+        if self.publish_delay is not None and self._publisher is None:
+            self._publisher = threading.Thread(
+                target=self._publish_loop, name=f"storage_shim journal {self.root}", daemon=True
+            )
+            self._publisher.start()
+        return repaired
+
+    def _recover_locked(self) -> Sequence[Key]:
+        self.fs.makedirs(self.directory, sync=True, full=self._full)
+        pointer = self._read_pointer()
+        if pointer is None:  # nothing was ever committed: the pointer comes before any commit
+            header = SegmentHeader.fresh(1, base_seq=0)
+            fd, size = self._create_segment(header)
+            self._write_pointer(header.segment)
+            with self._state:
+                self._adopt(fd, header, size)
+            self._remove_segments(keep=header.segment)
+            return ()
+        with self._state:
+            self._adopt(*self._open_segment(pointer))
+            self._catch_up_writer()
+            repaired = sorted(self._index)
+            needs_checkpoint = bool(self._index) or self._torn
+        if needs_checkpoint:
+            self._checkpoint_locked()
+        else:
+            self._remove_segments(keep=pointer)
+        return repaired
+
+    def _publish_loop(self) -> None:
+        delay = self.publish_delay or 0.0
+        backoff = 0.0
+        while True:
+            with self._pending:
+                while not self._dirty and not self._closed:
+                    self._pending.wait()
+                deadline = time.monotonic() + delay + backoff  # let commits of a key coalesce
+                while not self._closed and (remaining := deadline - time.monotonic()) > 0:
+                    self._pending.wait(remaining)
+                if self._closed:
+                    return
+            try:
+                with self._writer:
+                    if self._poison is not None or self._closed:
+                        return
+                    self._publish_pending()
+                    if self._offset >= self.checkpoint_bytes:
+                        self._checkpoint_locked()
+                backoff = 0.0
+            except Exception as exc:  # the log still holds everything: warn, retry later
+                if self._poison is not None:
+                    log.exception("journal at %s stopped publishing", self.root)
+                    return
+                log.warning("journal at %s could not publish: %r; retrying", self.root, exc)
+                backoff = min(max(backoff * 2, 0.05), 1.0)
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the journal at {self.root} is closed")
+        if self._poison is not None:
+            raise BackendPoisonedError(
+                f"the journal at {self.root} failed to write or flush ({self._poison!r});"
+                " close and reopen the store to recover from what reached the disk"
+            ) from self._poison
+
+    def close(self) -> None:
+        """Publish and checkpoint (unless poisoned), then release the log."""
+        if self._closed:
+            return
+        with self._pending:
+            self._closed = True
+            self._pending.notify_all()
+        if self._publisher is not None:
+            self._publisher.join()
+        try:
+            if self._poison is None and self._header is not None:
+                with self._writer:
+                    with self._state:
+                        self._catch_up_writer()
+                        has_records = self._offset > HEADER_SIZE or self._torn
+                    if has_records:
+                        self._checkpoint_locked()
+        finally:
+            with self._state:
+                if self._fd >= 0:
+                    self.fs.close(self._fd)
+                    self._fd = -1
+
+
+@hookimpl
+def storage_shim_backends() -> Iterable[BackendSpec]:
+    return [
+        BackendSpec(
+            "journal",
+            JournalBackend,
+            "redo log with transactions and group commit; files published by rename",
+        )
+    ]
