@@ -1,10 +1,12 @@
-"""The ``storage-shim`` command: inspect backends, and list, read, write and remove documents."""
+"""The ``storage-shim`` command: inspect backends, list, read, write and remove documents,
+and torture the backends with racing processes."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,6 +18,16 @@ from .backend import DURABILITY_LEVELS, BackendSpec, Capabilities
 from .errors import NotFoundError, StorageError
 from .keys import format_key, parse_key, parse_prefix
 from .store import Store, backend_specs, open_store
+from .torture import (
+    DEFAULT_READERS,
+    DEFAULT_SECONDS,
+    DEFAULT_SIZE,
+    DEFAULT_UPDATERS,
+    DEFAULT_UPDATES,
+    run_torture,
+)
+from .torture import report as torture_report
+from .torture.progress import progress_bar
 
 PROG = "storage-shim"
 DEFAULT_BACKEND = "atomic"
@@ -160,6 +172,160 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_torture(args: argparse.Namespace) -> int:
+    settings = torture_report.Settings(
+        seconds=args.seconds,
+        readers=args.readers,
+        size=args.size,
+        updaters=args.updaters,
+        updates=args.updates,
+        durability=args.durability,
+    )
+    try:
+        with progress_bar(args.progress) as progress:
+            results = run_torture(
+                args.backends,
+                seconds=args.seconds,
+                readers=args.readers,
+                size=args.size,
+                location=args.location,
+                updaters=args.updaters,
+                updates=args.updates,
+                durability=args.durability,
+                progress=progress,
+            )
+    except KeyboardInterrupt:
+        print(f"{PROG}: torture interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        report = torture_report.as_json(results, settings)
+        _emit(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _emit(
+            _table(torture_report.rows(results)) + "\n" + torture_report.legend(results, settings)
+        )
+    broken = [(r.backend, problem) for r in results for problem in r.problems]
+    for backend, problem in broken:
+        print(f"{PROG}: torture: {backend}: {problem}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kKmM]?)B?")
+
+
+def _bytes(text: str) -> int:
+    """A size in bytes: ``1500000``, ``300k`` or ``1.5MB`` (powers of 1000)."""
+    match = _SIZE.fullmatch(text.strip())
+    size = (
+        0
+        if match is None
+        else float(match["number"]) * {"": 1, "k": 1e3, "m": 1e6}[match["unit"].lower()]
+    )
+    if size < 1:
+        raise argparse.ArgumentTypeError(
+            f"not a size in bytes: {text!r} (e.g. 1500000, 300k, 1.5MB)"
+        )
+    return int(size)
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {number}")
+        return number
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return seconds
+
+
+def add_torture_command(commands: Any) -> None:
+    torture = commands.add_parser(
+        "torture",
+        help="race processes on each backend and count torn reads and lost updates",
+        description="Race processes on each backend: one writer rewriting a self-validating"
+        " document against readers, then updaters on one counter. Prints the reads, torn reads,"
+        " errors, throughput and lost updates of each; the exit status is 1 when a backend broke"
+        " a promise it declares (see 'storage-shim backends').",
+    )
+    torture.add_argument(
+        "--backend",
+        dest="backends",
+        action="append",
+        metavar="NAME",
+        help="a backend to torture; repeat for several (default: every installed one that"
+        " keeps its documents in files)",
+    )
+    torture.add_argument(
+        "--seconds",
+        type=_seconds,
+        default=DEFAULT_SECONDS,
+        metavar="S",
+        help="how long the writer rewrites the document, per backend"
+        f" (default: {DEFAULT_SECONDS:g})",
+    )
+    torture.add_argument(
+        "--readers",
+        type=_at_least(1),
+        default=DEFAULT_READERS,
+        metavar="N",
+        help=f"reader processes (default: {DEFAULT_READERS})",
+    )
+    torture.add_argument(
+        "--size",
+        type=_bytes,
+        default=DEFAULT_SIZE,
+        metavar="BYTES",
+        help=f"the document's size: 1500000, 300k, 1.5MB (default: {DEFAULT_SIZE})",
+    )
+    torture.add_argument(
+        "--updaters",
+        type=_at_least(0),
+        default=DEFAULT_UPDATERS,
+        metavar="N",
+        help=f"processes update()-ing one counter; 0 skips that race (default: {DEFAULT_UPDATERS})",
+    )
+    torture.add_argument(
+        "--updates",
+        type=_at_least(1),
+        default=DEFAULT_UPDATES,
+        metavar="K",
+        help=f"update() calls per updater (default: {DEFAULT_UPDATES})",
+    )
+    torture.add_argument(
+        "--location",
+        metavar="DIR",
+        help="run in a new temporary directory inside DIR (your NFS mount, your SSD), removed"
+        " afterwards (default: the system's temporary directory)",
+    )
+    torture.add_argument(
+        "--durability",
+        choices=DURABILITY_LEVELS,
+        default="none",
+        help="the writers' durability (default: none, to rewrite as often as possible)",
+    )
+    torture.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    torture.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw a progress bar on standard error (default: when it is a terminal)",
+    )
+    torture.set_defaults(run=cmd_torture)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -209,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("key", metavar="KEY", help="segments separated by '/': session/ses_1")
     rm.add_argument("-f", "--force", action="store_true", help="succeed when there is no document")
     rm.set_defaults(run=cmd_rm)
+
+    add_torture_command(commands)
     return parser
 
 

@@ -330,7 +330,8 @@ def test_rm_of_a_missing_document_fails_unless_forced(
         (["rm", "{store}", "CON"], "invalid key 'CON'"),
         (
             ["ls", "{store}", "--backend", "nosuch"],
-            "unknown backend 'nosuch'; registered backends: atomic, journal, lockfile, memory, naive",
+            "unknown backend 'nosuch'; registered backends:"
+            " atomic, journal, lockfile, memory, naive",
         ),
     ],
     ids=["parent", "private", "empty_segment", "device", "unknown_backend"],

@@ -172,7 +172,9 @@ def test_a_plugin_routing_to_an_unknown_backend_lists_the_known_ones(tmp_path: P
 def test_an_unknown_backend_in_the_configuration_fails_at_open(
     tmp_path: Path, backend: str, routes: dict[ss.KeyLike, str] | None
 ) -> None:
-    with pytest.raises(ss.UnknownBackendError, match="registered backends: atomic, journal, lockfile"):
+    with pytest.raises(
+        ss.UnknownBackendError, match="registered backends: atomic, journal, lockfile"
+    ):
         ss.open_store(tmp_path, backend=backend, routes=routes)
 
 
