@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
-import time
 
 from ..errors import LockTimeoutError
 from ..fs import FileSystem
@@ -13,13 +11,13 @@ from ..fs import FileSystem
 class _Depth(threading.local):
     def __init__(self) -> None:
         self.value = 0
-        self.file_lock: contextlib.AbstractContextManager[None] | None = None
 
 
 class WriterLock:
     """Threads queue on an in-process lock; the holder then takes the cross-process file lock.
 
     Re-entrant for the holding thread, so an ``update()`` holding it can commit.
+    Each of the two waits may last ``timeout`` seconds.
     """
 
     def __init__(self, fs: FileSystem, path: str, timeout: float) -> None:
@@ -28,6 +26,8 @@ class WriterLock:
         self.timeout = timeout
         self._thread_lock = threading.Lock()
         self._depth = _Depth()
+        # One file-lock object for every acquisition: building one costs more than using it.
+        self._file_lock = fs.lock(path, timeout)
 
     @property
     def held(self) -> bool:
@@ -39,22 +39,16 @@ class WriterLock:
         if depth.value:
             depth.value += 1
             return
-        started = time.monotonic()
         if not self._thread_lock.acquire(timeout=self.timeout if self.timeout >= 0 else -1):
             raise LockTimeoutError(None, "<threads of this process>", self.timeout)
         try:
-            remaining = self.timeout
-            if remaining >= 0:
-                remaining = max(0.0, remaining - (time.monotonic() - started))
-            file_lock = self.fs.lock(self.path, remaining)
-            try:
-                file_lock.__enter__()
-            except TimeoutError:
-                raise LockTimeoutError(None, self.path, self.timeout) from None
+            self._file_lock.__enter__()
+        except TimeoutError:
+            self._thread_lock.release()
+            raise LockTimeoutError(None, self.path, self.timeout) from None
         except BaseException:
             self._thread_lock.release()
             raise
-        depth.file_lock = file_lock
         depth.value = 1
 
     def __exit__(self, *exc_info: object) -> None:
@@ -62,9 +56,7 @@ class WriterLock:
         depth.value -= 1
         if depth.value:
             return
-        file_lock, depth.file_lock = depth.file_lock, None
         try:
-            if file_lock is not None:
-                file_lock.__exit__(None, None, None)
+            self._file_lock.__exit__(None, None, None)
         finally:
             self._thread_lock.release()

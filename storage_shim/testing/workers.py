@@ -329,10 +329,10 @@ def transfer(
 
 def audit_problem(documents: Mapping[ss.Key, Any], total: int, pad: int) -> str | None:
     """What is inconsistent in one ``read_many`` of the accounts, or None."""
-    accounts = [documents.get(ss.parse_key(k)) for k in ACCOUNTS]
-    ledger = documents.get(ss.parse_key(LEDGER))
-    if ledger is None or any(a is None for a in accounts):
+    if any(ss.parse_key(k) not in documents for k in (*ACCOUNTS, LEDGER)):
         return f"documents missing: {sorted(documents)}"
+    accounts = [documents[ss.parse_key(k)] for k in ACCOUNTS]
+    ledger = documents[ss.parse_key(LEDGER)]
     transfers = ledger["transfers"]
     if ledger["pad"] != f"{transfers:08d}" * (pad // 8) and transfers:
         return f"the ledger's body does not match its count {transfers}"
