@@ -26,7 +26,14 @@ from storage_shim.plugins import get_plugin_manager
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
-EXPECTED_PAGES = ["getting-started.md", "guarantees.md", "hooks.md", "index.md", "plugins.md"]
+EXPECTED_PAGES = [
+    "getting-started.md",
+    "guarantees.md",
+    "hooks.md",
+    "index.md",
+    "journal.md",
+    "plugins.md",
+]
 NOT_RUN = "# not run"
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>`{3,})(?P<info>[^`]*)$")
