@@ -531,6 +531,8 @@ class JournalBackend(FileBackend):
         self.fs.makedirs(self.directory, sync=True, full=self._full)
         pointer = self._read_pointer()
         if pointer is None:  # nothing was ever committed: the pointer comes before any commit
+            for directory in (os.path.dirname(self.directory), self.root):
+                self.fs.fsync_dir(directory, full=self._full)  # made earlier, maybe not durable
             header = SegmentHeader.fresh(1, base_seq=0)
             fd, size = self._create_segment(header)
             self._write_pointer(header.segment)

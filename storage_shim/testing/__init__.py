@@ -13,8 +13,31 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .contract import BackendContract
+    from .crash import (
+        CrashReport,
+        Doc,
+        Limits,
+        Step,
+        Workload,
+        check_crash_safety,
+        register_op,
+        standard_workloads,
+    )
+    from .simfs import SimFS
 
-__all__ = ["BackendContract"]
+__all__ = [
+    "BackendContract",
+    "CrashReport",
+    "Doc",
+    "Limits",
+    "SimFS",
+    "Step",
+    "Workload",
+    "check_crash_safety",
+    "register_op",
+    "standard_workloads",
+]
+_CRASH_NAMES = frozenset(__all__) - {"BackendContract", "SimFS"}
 
 
 def __getattr__(name: str) -> Any:
@@ -26,4 +49,12 @@ def __getattr__(name: str) -> Any:
         from .contract import BackendContract  # noqa: PLC0415
 
         return BackendContract
+    if name in _CRASH_NAMES:
+        from . import crash  # noqa: PLC0415  # see the module docstring
+
+        return getattr(crash, name)
+    if name == "SimFS":
+        from .simfs import SimFS  # noqa: PLC0415
+
+        return SimFS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
