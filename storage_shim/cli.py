@@ -42,6 +42,7 @@ GUARANTEES: tuple[tuple[str, str, Callable[[Capabilities], bool]], ...] = (
         "lost updates possible?",
         lambda c: c.persistent and not c.cross_process,
     ),
+    ("transactions", "transactions?", lambda c: c.transactions),
 )
 """Each question a user asks of a backend, answered from its declared capabilities."""
 

@@ -27,6 +27,7 @@ QUESTIONS = [
     "crash leaves old-or-new?",
     "acknowledged write durable?",
     "lost updates possible?",
+    "transactions?",
 ]
 
 
@@ -68,12 +69,13 @@ def test_backends_prints_a_guarantee_table(capsys: pytest.CaptureFixture[str]) -
     assert header.split("  ")[0] == "backend"
     for question in QUESTIONS:
         assert question in header
-    table = {row.split()[0]: row.split()[1:5] for row in rows}
+    table = {row.split()[0]: row.split()[1:6] for row in rows}
     assert sorted(table) == BUILTINS
-    assert table["naive"] == ["yes", "no", "no", "yes"]
-    assert table["atomic"] == ["no", "yes", "yes", "no"]
-    assert table["lockfile"] == ["no", "yes", "yes", "no"]
-    assert table["memory"] == ["no", "no", "no", "no"]
+    assert table["naive"] == ["yes", "no", "no", "yes", "no"]
+    assert table["atomic"] == ["no", "yes", "yes", "no", "no"]
+    assert table["journal"] == ["no", "yes", "yes", "no", "yes"]
+    assert table["lockfile"] == ["no", "yes", "yes", "no", "no"]
+    assert table["memory"] == ["no", "no", "no", "no", "no"]
     for name, spec in ss.backend_specs().items():
         assert spec.description in next(row for row in rows if row.startswith(name + " "))
 
@@ -96,6 +98,7 @@ def test_backends_json_derives_the_guarantees_from_the_capabilities(
             "crash_leaves_old_or_new": caps.crash_safe,
             "acknowledged_write_durable": caps.durable,
             "lost_updates_possible": caps.persistent and not caps.cross_process,
+            "transactions": caps.transactions,
         }
 
 
