@@ -138,6 +138,12 @@ class Backend(abc.ABC):
                 found[key] = self.read(key)
         return found
 
+    def checkpoint(self) -> None:  # noqa: B027  # a backend without a log has nothing to do
+        """Make every acknowledged change durable in its file and compact any log.
+
+        Backends without a log have nothing to do; :meth:`Store.checkpoint` calls it.
+        """
+
     def read_again(self, key: Key) -> bytes:
         """Read after the previous bytes did not parse; a backend able to repair does so first."""
         return self.read(key)

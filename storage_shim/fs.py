@@ -16,6 +16,7 @@ import contextlib
 import os
 import stat
 import sys
+import threading
 
 if sys.platform == "darwin":  # pragma: no cover
     import fcntl
@@ -36,6 +37,8 @@ READ_WRITE_FLAGS = os.O_RDWR | _O_BINARY | _O_CLOEXEC | _O_NOFOLLOW
 _CHUNK = 1 << 20
 _HAS_FDATASYNC = hasattr(os, "fdatasync")
 _HAS_PWRITE = hasattr(os, "pwrite")
+_SEEK_THEN_ACT = threading.Lock()
+"""Where positional I/O is emulated by a seek and a read or write, the pair must not interleave."""
 
 CAN_SYNC_DIRECTORIES = sys.platform != "win32"
 """Windows cannot open a directory for fsync from Python; renames there are journaled by NTFS."""
@@ -98,14 +101,16 @@ class FileSystem:
     def pwrite(self, fd: int, data: memoryview, offset: int) -> int:
         if _HAS_PWRITE:
             return os.pwrite(fd, data, offset)
-        os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover  # Windows
-        return os.write(fd, data)  # pragma: no cover
+        with _SEEK_THEN_ACT:  # pragma: no cover  # Windows: a shared position, so one at a time
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.write(fd, data)
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         if _HAS_PWRITE:
             return os.pread(fd, size, offset)
-        os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover  # Windows
-        return os.read(fd, size)  # pragma: no cover
+        with _SEEK_THEN_ACT:  # pragma: no cover
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.read(fd, size)
 
     def fstat(self, fd: int) -> os.stat_result:
         return os.fstat(fd)

@@ -408,6 +408,19 @@ class Store:
         self._notify("storage_shim_after_remove", key=parsed, existed=existed)
         return existed
 
+    def checkpoint(self) -> None:
+        """Ask every backend of the store to fold its log into the files (``journal``).
+
+        A journal also checkpoints by itself, by size and on close; call this
+        before copying the directory with other tools, for instance.
+        """
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        for name in sorted(self.targets):
+            backend = self.backend(name)
+            with self._errors(name, None, _WRITE_ERROR):
+                backend.checkpoint()
+
     # -- life cycle -----------------------------------------------------------------------
     @property
     def closed(self) -> bool:

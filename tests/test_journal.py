@@ -103,13 +103,24 @@ def test_an_incomplete_set_of_fragments_never_commits() -> None:
 
 
 def test_strict_recovery_can_tell_damage_from_a_torn_tail() -> None:
-    first = records.frame(SALT, 1, records.FULL, b"one")
-    second = records.frame(SALT, 2, records.FULL, b"two")
-    damaged = first[:-1] + b"X" + second
-    found = records.find_valid_record(reader(damaged), SALT, 0, len(damaged), 0)
-    assert found == len(first)
+    first = records.frame(SALT, 1, records.FULL, b"one", batch_end=True)
+    second = records.frame(SALT, 2, records.FULL, b"two", batch_end=True)
+    third = records.frame(SALT, 3, records.FULL, b"three", batch_end=True)
+    # The third batch was written after the second's flush, which came after the damaged one's.
+    damaged = first[:-1] + b"X" + second + third
+    found = records.find_later_batch(reader(damaged), SALT, 0, len(damaged), 1)
+    assert found == len(first) + len(second)
     torn = first[: len(first) // 2] + bytes(100)
-    assert records.find_valid_record(reader(torn), SALT, 0, len(torn), 0) is None
+    assert records.find_later_batch(reader(torn), SALT, 0, len(torn), 1) is None
+    # One group commit's records reach the disk in any order before its flush: a valid
+    # later record of the same batch, or a fragment of the torn transaction, is no damage.
+    same_batch = first[:-1] + b"X" + second  # the damaged record's batch mark is unreadable
+    assert records.find_later_batch(reader(same_batch), SALT, 0, len(same_batch), 1) is None
+    same_batch = records.frame(SALT, 1, records.FULL, b"one")[:-1] + b"X" + second
+    assert records.find_later_batch(reader(same_batch), SALT, 0, len(same_batch), 1) is None
+    big = records.frame(SALT, 1, records.FULL, os.urandom(2 * records.MAX_FRAGMENT + 9))
+    fragments = big[:-1] + b"X"
+    assert records.find_later_batch(reader(fragments), SALT, 0, len(fragments), 1) is None
 
 
 @given(
@@ -191,7 +202,7 @@ def test_a_checkpoint_starts_a_new_segment_and_drops_the_old(tmp_path: Path) -> 
     with ss.open_store(tmp_path, "journal", publish_delay=3600) as store:
         first = segments(tmp_path)
         store.write("doc", 1)
-        journal(store).checkpoint()
+        store.checkpoint()
         second = segments(tmp_path)
         assert len(first) == len(second) == 1
         assert first != second
@@ -266,15 +277,16 @@ def test_strict_recovery_refuses_valid_records_after_damage(tmp_path: Path) -> N
     with ss.open_store(tmp_path / "live", "journal", publish_delay=3600) as store:
         store.write("a", 1)
         store.write("b", 2)
+        store.write("c", 3)
         shutil.copytree(tmp_path / "live", crashed)  # what a crash right now would leave
     segment = current_segment(crashed)
     data = bytearray(segment.read_bytes())
     data[HEADER_SIZE + records.RECORD_HEADER_SIZE] ^= 0xFF  # inside the first record's payload
     segment.write_bytes(bytes(data))
-    with pytest.raises(ss.CorruptJournalError, match="followed by a valid one"):
+    with pytest.raises(ss.CorruptJournalError, match="followed by a later commit"):
         ss.open_store(crashed, "journal", strict=True)
     with ss.open_store(crashed, "journal") as lenient:  # keeps the prefix before the damage
-        assert lenient.read_many(["a", "b"]) == {}
+        assert lenient.read_many(["a", "b", "c"]) == {}
 
 
 # -- failures --------------------------------------------------------------------------------
@@ -369,6 +381,184 @@ def test_durability_none_still_publishes_only_logged_commits(tmp_path: Path) -> 
         assert not receipt.durable
         assert fs.segment_syncs == 1  # the log was flushed before the file showed the commit
         assert (tmp_path / "doc.json").read_bytes() == b"1"
+
+
+# -- several live stores ---------------------------------------------------------------------
+def test_a_writer_behind_a_torn_tail_follows_the_pointer_instead_of_checkpointing(
+    tmp_path: Path,
+) -> None:
+    """Two live stores; a third writer died mid-record. The second to write must not
+    checkpoint from its stale view (it would put old files back and clobber the new segment)."""
+    options: dict[str, Any] = {"publish_delay": 3600}
+    with (
+        ss.open_store(tmp_path, "journal", **options) as first,
+        ss.open_store(tmp_path, "journal", **options) as second,
+    ):
+        first.write("doc", {"v": 1})
+        assert second.read("doc") == {"v": 1}
+        append_garbage(tmp_path, b"\xff" * 40)
+        second.write("doc", {"v": 2})  # meets the torn tail: a new segment, no ROTATE record
+        second.write("other", 2)
+        first.write("mine", 1)  # meets the same torn tail, which the pointer has left behind
+        second.write("late", 3)
+        expected = {("doc",): {"v": 2}, ("other",): 2, ("mine",): 1, ("late",): 3}
+        assert first.read_many(["doc", "other", "mine", "late"]) == expected
+        with ss.open_store(tmp_path, "journal") as fresh:
+            assert fresh.read_many(["doc", "other", "mine", "late"]) == expected
+
+
+KILLED_CHECKPOINT = """
+import os, signal, sys
+import storage_shim as ss
+from storage_shim.fs import FileSystem
+
+class DieAt(FileSystem):
+    armed = False
+    def replace(self, src, dst):
+        if self.armed and sys.argv[2] == "before-pointer" and dst.endswith(os.sep + "current"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().replace(src, dst)
+        if self.armed and sys.argv[2] == "after-pointer" and dst.endswith(os.sep + "current"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+fs = DieAt()
+store = ss.open_store(sys.argv[1], "journal", publish_delay=3600, fs=fs)
+store.write("child", 1)
+fs.armed = True
+store.checkpoint()
+"""
+
+
+@pytest.mark.parametrize("moment", ["before-pointer", "after-pointer"])
+def test_a_checkpoint_killed_around_the_pointer_loses_no_live_commit(
+    tmp_path: Path, moment: str
+) -> None:
+    with ss.open_store(tmp_path, "journal", publish_delay=3600) as live:
+        live.write("before", 0)
+        child = subprocess.run(
+            [sys.executable, "-c", KILLED_CHECKPOINT, str(tmp_path), moment], check=False
+        )
+        assert child.returncode == -9
+        assert live.write("acked", {"important": True}).durable
+        with ss.open_store(tmp_path, "journal") as other:
+            assert other.read_many(["before", "child", "acked"]) == {
+                ("before",): 0,
+                ("child",): 1,
+                ("acked",): {"important": True},
+            }
+            other.write("from-other", 1)
+        assert live.read("from-other") == 1
+
+
+class FailingPublication(FileSystem):
+    """Fails the rename that publishes a document, after the commit's flush."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def replace(self, src: str, dst: str) -> None:
+        if self.failures and dst.endswith("balance.json"):
+            self.failures -= 1
+            raise OSError(errno.ENOSPC, "injected: no space to publish")
+        super().replace(src, dst)
+
+
+def test_a_commit_stands_when_only_its_publication_fails(tmp_path: Path) -> None:
+    fs = FailingPublication()
+    with ss.open_store(tmp_path, "journal", publish_delay=None, fs=fs) as store:
+        store.write("balance", 100)
+        fs.failures = 1
+        with store.transaction() as tx:
+            tx.update("balance", lambda n: n - 30)
+        assert [r.key for r in tx.receipts] == [("balance",)]
+        assert store.read("balance") == 70
+        store.write("unrelated", 1)  # the next commit publishes what is pending
+        assert (tmp_path / "balance.json").read_bytes() == b"70"
+
+
+class HeldFlush(FileSystem):
+    def __init__(self) -> None:
+        self.hold = False
+        self.inside, self.release = threading.Event(), threading.Event()
+
+    def fsync(self, fd: int, *, full: bool = False, data_only: bool = False) -> None:
+        if self.hold and data_only:
+            self.hold = False
+            self.inside.set()
+            self.release.wait()
+        super().fsync(fd, full=full, data_only=data_only)
+
+
+def test_a_committer_interrupted_while_queued_does_not_stall_the_others(tmp_path: Path) -> None:
+    fs = HeldFlush()
+    with ss.open_store(tmp_path, "journal", fs=fs, publish_delay=3600) as store:
+        group = journal(store)._group
+        fs.hold = True
+        leader = threading.Thread(target=store.write, args=("a", 1))
+        leader.start()
+        fs.inside.wait()
+        original = group._cond.wait
+
+        def interrupted_wait(timeout: float | None = None) -> bool:
+            raise KeyboardInterrupt
+
+        group._cond.wait = interrupted_wait  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            store.write("b", 2)
+        group._cond.wait = original  # type: ignore[method-assign]
+        fs.release.set()
+        leader.join()
+        later = threading.Thread(target=store.write, args=("c", 3), daemon=True)
+        later.start()
+        later.join(30)
+        assert not later.is_alive()
+        assert store.read_many(["a", "b", "c"]) == {("a",): 1, ("c",): 3}
+
+
+def test_list_sees_unpublished_commits_when_atomic_shares_the_directory(tmp_path: Path) -> None:
+    routes: dict[ss.KeyLike, str] = {"sessions": "journal"}
+    with ss.open_store(tmp_path, "atomic", routes=routes, publish_delay=3600) as store:
+        store.write("plain", 1)
+        store.write("sessions/s1", {"t": 1})
+        assert store.list() == [("plain",), ("sessions", "s1")]
+        store.remove("sessions/s1")
+        assert store.list() == [("plain",)]
+
+
+def test_strict_recovery_accepts_a_transaction_torn_between_its_fragments(
+    tmp_path: Path,
+) -> None:
+    child = subprocess.run([sys.executable, "-c", TORN_FRAGMENTS, str(tmp_path)], check=False)
+    assert child.returncode == -9
+    with ss.open_store(tmp_path, "journal", strict=True) as store:
+        assert store.read_many(["small", "big"]) == {("small",): 1}
+
+
+TORN_FRAGMENTS = """
+import os, signal, sys
+import storage_shim as ss
+from storage_shim.fs import FileSystem
+
+class DieMidRecord(FileSystem):
+    armed, chunks, logs = False, 0, set()
+    def open(self, path, flags, mode=0o666):
+        fd = super().open(path, flags, mode)
+        if path.endswith(".log"):
+            self.logs.add(fd)
+        return fd
+    def pwrite(self, fd, data, offset):
+        if self.armed and fd in self.logs and any(bytes(data[:64])):
+            self.chunks += 1
+            if self.chunks == 3:  # the FIRST and a MIDDLE fragment written, the rest not
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().pwrite(fd, data, offset)
+
+fs = DieMidRecord()
+store = ss.open_store(sys.argv[1], "journal", publish_delay=3600, fs=fs)
+store.write("small", 1)
+fs.armed = True
+store.write("big", "x" * 3_500_000)
+"""
 
 
 # -- SIGKILL while committing ----------------------------------------------------------------

@@ -39,6 +39,8 @@ POINTER = "current"
 """The checkpoint pointer: names the segment recovery starts from."""
 SEGMENT_SUFFIX = ".log"
 _NEW_SEGMENT_FLAGS = READ_WRITE_FLAGS | os.O_CREAT | os.O_EXCL
+_ROTATION_SIZE = records.RECORD_HEADER_SIZE + 8
+"""Room kept at the end of the zero-filled area for the record that closes a segment."""
 
 
 def segment_name(number: int) -> str:
@@ -118,6 +120,11 @@ class JournalBackend(FileBackend):
         self._poison: BaseException | None = None
         self._closed = False
 
+    @property
+    def namespace(self) -> str:
+        """Not the files' namespace: commits since the last checkpoint live in the log only."""
+        return f"journal:{self.root}"
+
     # -- reading ------------------------------------------------------------------------
     def read(self, key: Key) -> bytes:
         self._check()
@@ -134,8 +141,10 @@ class JournalBackend(FileBackend):
         """A document did not parse: repair what a crash left (under the writer lock), then read."""
         self._check()
         with self._writer:
-            self._catch_up_writer()
-            if self._torn:
+            with self._state:
+                self._catch_up_writer()
+                torn = self._torn
+            if torn:
                 self._checkpoint_locked()
             return self.read(key)
 
@@ -219,51 +228,63 @@ class JournalBackend(FileBackend):
             yield _Transaction(self)
 
     def commit_locked(self, batch: Sequence[Sequence[Change]]) -> WriteOutcome:
-        """Under the writer lock: append each transaction of ``batch``, then flush once."""
+        """Under the writer lock: append each transaction of ``batch``, then flush once.
+
+        Once the flush returned, the commit stands: a failure to publish its
+        files afterwards is logged and retried, never reported as a failed commit.
+        """
         self._check()
         with self._state:
             self._catch_up_writer()
-            if self._torn:
-                self._checkpoint_locked()
+            torn = self._torn
+        if torn:  # never append after a torn tail: a later crash could not tell them apart
+            self._checkpoint_locked()
+        with self._state:
             assert self._header is not None
-            salt, seq, offset = self._header.salt, self._next_seq, self._offset
+            salt, seq, offset, fd = self._header.salt, self._next_seq, self._offset, self._fd
+        last = len(batch) - 1
         data = b"".join(
-            records.frame(salt, seq + i, records.FULL, records.encode_changes(changes))
+            records.frame(
+                salt, seq + i, records.FULL, records.encode_changes(changes), batch_end=i == last
+            )
             for i, changes in enumerate(batch)
         )
         try:
-            self._reserve(offset + len(data))
-            self.fs.pwrite_all(self._fd, data, offset)
+            self._reserve(fd, offset + len(data))
+            self.fs.pwrite_all(fd, data, offset)
             if self._sync:
-                self.fs.fsync(self._fd, full=self._full, data_only=True)
+                self.fs.fsync(fd, full=self._full, data_only=True)
         except BaseException as exc:
             self._poison = exc
             raise
         with self._state:
             self._catch_up_writer()
-        keys = {key for changes in batch for key, _ in changes}
+            committed = {key: self._seqs[key] for c in batch for key, _ in c if key in self._seqs}
+        with self._pending:
+            self._dirty.update(committed)
+            self._pending.notify()
         if self.publish_delay is None:
-            self._publish_locked(keys)
-            if self._offset >= self.checkpoint_bytes:
-                self._checkpoint_locked()
-        else:
-            with self._pending:
-                self._dirty.update((key, self._seqs[key]) for key in keys if key in self._seqs)
-                self._pending.notify()
+            try:
+                self._publish_pending()
+                if self._offset >= self.checkpoint_bytes:
+                    self._checkpoint_locked()
+            except Exception:
+                log.warning("journal at %s: a commit stands, its publication failed", self.root)
         return WriteOutcome(file_synced=self._sync, dir_synced=self._sync)
 
-    def _reserve(self, end: int) -> None:
+    def _reserve(self, fd: int, end: int) -> None:
         """Extend the zero-filled area so appends overwrite in place instead of growing the file.
 
         The size comes from the file, not from memory: other processes extend it too.
         """
-        if end + records.RECORD_HEADER_SIZE + 8 <= self._allocated:
+        needed = end + _ROTATION_SIZE
+        if needed <= self._allocated:
             return
-        self._allocated = self.fs.fstat(self._fd).st_size
-        if end + records.RECORD_HEADER_SIZE + 8 <= self._allocated:
+        self._allocated = self.fs.fstat(fd).st_size
+        if needed <= self._allocated:
             return
-        grow = max(self.preallocate_bytes, end - self._allocated + self.preallocate_bytes // 2)
-        self.fs.pwrite_all(self._fd, bytes(grow), self._allocated)
+        grow = max(self.preallocate_bytes, needed - self._allocated + self.preallocate_bytes // 2)
+        self.fs.pwrite_all(fd, bytes(grow), self._allocated)
         self._allocated += grow
 
     # -- following the log ----------------------------------------------------------------
@@ -272,7 +293,12 @@ class JournalBackend(FileBackend):
         return self._header.segment if self._header is not None else 0
 
     def _catch_up(self, *, writer: bool = False) -> None:
-        """Fold in every transaction appended since the last look, following rotations."""
+        """Fold in every transaction appended since the last look, following rotations.
+
+        Call it holding ``_state``. Only a caller holding the writer lock passes
+        ``writer``: for it, invalid bytes are a torn tail; for others they may be
+        a record another process is writing right now.
+        """
         assert self._header is not None
         window = _Window(self.fs, self._fd)
         while True:
@@ -286,13 +312,13 @@ class JournalBackend(FileBackend):
                 continue
             if step.kind == "rotate":
                 self._switch_to(records.decode_rotation(step.payload))
+            elif step.kind == "torn" and (self._read_pointer() or 0) > self._segment:
+                self._switch_to(self._read_pointer())  # a checkpoint left this torn segment
             elif step.kind == "torn" and writer:
                 self._torn = True
                 if self.strict:
                     self._refuse_corruption(window)
                 return
-            elif step.kind == "torn" and (pointer := self._read_pointer()) != self._segment:
-                self._switch_to(pointer)  # a checkpoint left this torn segment behind
             else:
                 return
             window = _Window(self.fs, self._fd)
@@ -301,27 +327,30 @@ class JournalBackend(FileBackend):
         self._catch_up(writer=True)
 
     def _refuse_corruption(self, window: _Window) -> None:
-        found = records.find_valid_record(
-            window.pread, self._header.salt if self._header else b"", self._offset,
-            self._allocated, self._next_seq - 1,
-        )  # fmt: skip
+        assert self._header is not None
+        end = self.fs.fstat(self._fd).st_size
+        found = records.find_later_batch(
+            window.pread, self._header.salt, self._offset, end, self._next_seq
+        )
         if found is not None:
             raise CorruptJournalError(
                 f"{self._segment_path(self._segment)}: invalid record at offset {self._offset}"
-                f" followed by a valid one at {found} (strict recovery)"
+                f" followed by a later commit at {found} (strict recovery)"
             )
 
     def _switch_to(self, segment: int | None) -> None:
-        """Start reading ``segment`` afresh: everything before it is published and durable."""
-        if segment is None:
-            raise CorruptJournalError(f"{self.directory}: the checkpoint pointer is missing")
-        try:
-            fd, header, size = self._open_segment(segment)
-        except FileNotFoundError:  # removed by a later checkpoint: start from the pointer
-            newer = self._read_pointer()
-            if newer is None or newer == segment:
-                raise
-            fd, header, size = self._open_segment(newer)
+        """Continue the log in ``segment``; a checkpoint made everything before it durable."""
+        while True:
+            if segment is None:
+                raise CorruptJournalError(f"{self.directory}: the checkpoint pointer is missing")
+            try:
+                fd, header, size = self._open_segment(segment)
+                break
+            except FileNotFoundError:  # removed by a later checkpoint: go where the pointer is
+                newer = self._read_pointer()
+                if newer is None or newer <= segment:
+                    raise
+                segment = newer
         self._adopt(fd, header, size)
 
     def _adopt(self, fd: int, header: SegmentHeader, size: int) -> None:
@@ -435,35 +464,49 @@ class JournalBackend(FileBackend):
             self._checkpoint_locked()
 
     def _checkpoint_locked(self) -> None:
-        """Crash-safe at every step: the pointer moves only once the files hold everything."""
+        """Crash-safe at every step; see docs/journal.md, "Checkpoints"."""
         try:
             with self._state:
                 if not self._torn:
                     self._catch_up_writer()
                 latest = dict(self._index)
-                old = self._header
-                assert old is not None
-                salt_seq = self._next_seq
+                old, old_fd, old_end = self._header, self._fd, self._offset
+                next_seq, torn = self._next_seq, self._torn
+            assert old is not None
             directories: set[str] = set()
             for key, data in latest.items():
                 path = self._publish_file(key, data, sync=True)
                 directories.update(self._ancestors(path))
             for directory in sorted(directories, key=len, reverse=True):
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                    self.fs.fsync_dir(directory, full=self._full)  # gone: a removal emptied it
-            header = SegmentHeader.fresh(old.segment + 1, base_seq=salt_seq - 1)
+                    self.fs.fsync_dir(directory, full=self._full)  # never created: removed first
+            header = SegmentHeader.fresh(old.segment + 1, base_seq=next_seq - 1)
             fd, size = self._create_segment(header)
-            self._write_pointer(header.segment)
-            if not self._torn:  # tell readers in other processes where the log went
-                rotation = records.frame(
-                    old.salt, salt_seq, records.ROTATE, records.encode_rotation(header.segment)
-                )
-                self.fs.pwrite_all(self._fd, rotation, self._offset)
         except BaseException as exc:
             self._poison = exc
             raise
-        with self._state:
-            self._adopt(fd, header, size)
+        adopted = False
+        try:
+            if not torn:  # the old segment points to the new one before the pointer does
+                rotation = records.frame(
+                    old.salt,
+                    next_seq,
+                    records.ROTATE,
+                    records.encode_rotation(header.segment),
+                    batch_end=True,
+                )
+                self.fs.pwrite_all(old_fd, rotation, old_end)
+                self.fs.fsync(old_fd, full=self._full, data_only=True)
+            self._write_pointer(header.segment)
+            with self._state:
+                self._adopt(fd, header, size)
+            adopted = True
+        except BaseException as exc:
+            self._poison = exc
+            raise
+        finally:
+            if not adopted:
+                self.fs.close(fd)
         with self._pending:
             self._dirty.clear()
         self._remove_segments(keep=header.segment)
@@ -518,6 +561,7 @@ class JournalBackend(FileBackend):
     # -- life cycle ---------------------------------------------------------------------------
     def recover(self) -> Sequence[Key]:
         """Open the log; replay and checkpoint whatever a previous run left in it."""
+        self.fs.makedirs(self.directory, sync=True, full=self._full)
         with self._writer:
             repaired = self._recover_locked()
         if self.publish_delay is not None and self._publisher is None:
@@ -528,9 +572,9 @@ class JournalBackend(FileBackend):
         return repaired
 
     def _recover_locked(self) -> Sequence[Key]:
-        self.fs.makedirs(self.directory, sync=True, full=self._full)
         pointer = self._read_pointer()
-        if pointer is None:  # nothing was ever committed: the pointer comes before any commit
+        if pointer is None:  # the pointer is written before the first commit
+            self._refuse_orphan_segments()
             for directory in (os.path.dirname(self.directory), self.root):
                 self.fs.fsync_dir(directory, full=self._full)  # made earlier, maybe not durable
             header = SegmentHeader.fresh(1, base_seq=0)
@@ -544,12 +588,36 @@ class JournalBackend(FileBackend):
             self._adopt(*self._open_segment(pointer))
             self._catch_up_writer()
             repaired = sorted(self._index)
-            needs_checkpoint = bool(self._index) or self._torn
+            needs_checkpoint = bool(self._index) or self._torn or self._segment != pointer
         if needs_checkpoint:
             self._checkpoint_locked()
         else:
             self._remove_segments(keep=pointer)
         return repaired
+
+    def _refuse_orphan_segments(self) -> None:
+        """Without a pointer, segments may only be the empty first one of an interrupted start."""
+        for entry in self.fs.scandir(self.directory):
+            if not entry.name.endswith(SEGMENT_SUFFIX):
+                continue
+            try:
+                number = int(entry.name.removesuffix(SEGMENT_SUFFIX))
+                fd, header, _ = self._open_segment(number)
+            except (ValueError, CorruptJournalError):
+                continue
+            try:
+                window = _Window(self.fs, fd)
+                step = records.read_step(
+                    window.pread, header.salt, HEADER_SIZE, header.base_seq + 1
+                )
+            finally:
+                self.fs.close(fd)
+            if step.kind != "end":
+                raise CorruptJournalError(
+                    f"{self.directory}: the checkpoint pointer {POINTER!r} is missing but"
+                    f" {entry.name} holds commits; restore the pointer, or move the journal"
+                    " away to start afresh"
+                )
 
     def _publish_loop(self) -> None:
         delay = self.publish_delay or 0.0

@@ -17,10 +17,12 @@ T = TypeVar("T")
 
 
 class _Ticket(Generic[T]):
-    __slots__ = ("done", "error", "item")
+    __slots__ = ("done", "error", "item", "taken")
 
     def __init__(self, item: T) -> None:
         self.item = item
+        self.taken = False
+        """A leader has put it in its batch: only that leader may remove it now."""
         self.done = False
         self.error: BaseException | None = None
 
@@ -43,26 +45,39 @@ class GroupCommit(Generic[T]):
         ticket = _Ticket(item)
         with self._cond:
             self._queue.append(ticket)
-            while not ticket.done and self._queue[0] is not ticket:
-                self._cond.wait()
+            try:
+                while not ticket.done and self._queue[0] is not ticket:
+                    self._cond.wait()
+            except BaseException:  # interrupted while queued: leave no ticket nobody leads
+                if not ticket.taken:
+                    self._queue.remove(ticket)
+                    self._cond.notify_all()
+                raise
         if ticket.done:
             if ticket.error is not None:
                 raise ticket.error
             return
-        batch: list[_Ticket[T]] = [ticket]
+        self._lead(ticket)
+
+    def _lead(self, ticket: _Ticket[T]) -> None:
+        batch: list[_Ticket[T]] = []
         error: BaseException | None = None
         try:
             with self._lock:
                 with self._cond:
                     batch = self._queue[: self._max_batch]
-                self._run([t.item for t in batch])
+                    for member in batch:
+                        member.taken = True
+                self._run([member.item for member in batch])
         except BaseException as exc:
             error = exc
             raise
         finally:
             with self._cond:
-                del self._queue[: len(batch)]
-                for waiter in batch:
-                    waiter.error = error
-                    waiter.done = True
+                finished = batch or [ticket]
+                for member in finished:
+                    member.error = error
+                    member.done = True
+                done = {id(member) for member in finished}
+                self._queue[:] = [t for t in self._queue if id(t) not in done]
                 self._cond.notify_all()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +31,8 @@ HEADER_SIZE = HEADER.size + 4  # and the CRC of those fields
 RECORD = struct.Struct("<IBQ")  # payload length, type, sequence number
 RECORD_HEADER_SIZE = RECORD.size + 4  # and the CRC
 FULL, FIRST, MIDDLE, LAST, ROTATE = 1, 2, 3, 4, 5
+BATCH_END = 0x80
+"""Set in the type of a group commit's last record: strict recovery tells batches apart by it."""
 MAX_FRAGMENT = 1 << 20
 """Largest payload of one record; bigger transactions are fragmented."""
 
@@ -76,13 +78,15 @@ def _checksum(salt: bytes, prefix: bytes, payload: bytes | memoryview) -> int:
     return zlib.crc32(payload, zlib.crc32(prefix, zlib.crc32(salt)))
 
 
-def frame(salt: bytes, seq: int, kind: int, payload: bytes) -> bytes:
+def frame(salt: bytes, seq: int, kind: int, payload: bytes, *, batch_end: bool = False) -> bytes:
     """One record (or, for a long payload, its fragments) ready to append."""
     if kind == FULL and len(payload) > MAX_FRAGMENT:
         pieces = [payload[i : i + MAX_FRAGMENT] for i in range(0, len(payload), MAX_FRAGMENT)]
         kinds = [FIRST] + [MIDDLE] * (len(pieces) - 2) + [LAST]
     else:
         pieces, kinds = [payload], [kind]
+    if batch_end:
+        kinds[-1] |= BATCH_END
     out = bytearray()
     for piece_kind, piece in zip(kinds, pieces, strict=True):
         prefix = RECORD.pack(len(piece), piece_kind, seq)
@@ -167,7 +171,8 @@ def read_step(pread: Pread, salt: bytes, offset: int, seq: int) -> Step:  # noqa
             return Step("end", offset)
         if len(head) < RECORD_HEADER_SIZE:
             return Step("torn", offset)
-        length, kind, record_seq = RECORD.unpack_from(head)
+        length, flagged_kind, record_seq = RECORD.unpack_from(head)
+        kind = flagged_kind & ~BATCH_END
         (crc,) = _LENGTH.unpack_from(head, RECORD.size)
         if record_seq != seq or length > MAX_FRAGMENT or not FULL <= kind <= ROTATE:
             return Step("torn", offset)
@@ -185,29 +190,35 @@ def read_step(pread: Pread, salt: bytes, offset: int, seq: int) -> Step:  # noqa
             return Step("commit", position, seq, b"".join(pieces))
 
 
-def find_valid_record(
-    pread: Pread, salt: bytes, start: int, end: int, after_seq: int
-) -> int | None:
-    """The offset of a valid record past ``start`` with a later sequence number, if any.
+def find_later_batch(pread: Pread, salt: bytes, start: int, end: int, seq: int) -> int | None:
+    """The offset of a valid record of a batch written after the one torn at ``start``, if any.
 
-    Used by strict recovery to tell media corruption (valid records follow the
-    damage) from a torn tail (nothing valid follows).
+    A group commit's records reach the disk in any order until its flush, so
+    valid records of the torn batch itself may follow the damage. A record of a
+    *later* batch (a higher sequence number than a valid batch end at or after
+    ``seq``) was written only after that flush returned: the damaged bytes had
+    been durable, so this is media corruption, not a torn write. The damaged
+    record's own batch mark is unreadable, so proof needs a valid batch end
+    after the damage and a record after that. It holds only for logs whose
+    writers flush each commit (``durability`` other than none).
     """
     data = pread(end - start, start)
+    batch_end: int | None = None
     for position in range(1, max(0, len(data) - RECORD_HEADER_SIZE) + 1):
-        length, kind, record_seq = RECORD.unpack_from(data, position)
-        if not (FULL <= kind <= ROTATE and after_seq < record_seq <= after_seq + (1 << 32)):
+        length, flagged_kind, record_seq = RECORD.unpack_from(data, position)
+        kind = flagged_kind & ~BATCH_END
+        if not (FULL <= kind <= ROTATE and seq <= record_seq <= seq + (1 << 32)):
             continue
         body = position + RECORD_HEADER_SIZE
         if length > MAX_FRAGMENT or body + length > len(data):
             continue
         (crc,) = _LENGTH.unpack_from(data, position + RECORD.size)
-        if crc == _checksum(
+        if crc != _checksum(
             salt, data[position : position + RECORD.size], data[body : body + length]
         ):
+            continue
+        if batch_end is not None and record_seq > batch_end:
             return start + position
+        if flagged_kind & BATCH_END:
+            batch_end = record_seq if batch_end is None else min(batch_end, record_seq)
     return None
-
-
-def describe(changes: Sequence[Change]) -> str:
-    return ", ".join(("write " if d is not None else "remove ") + "/".join(k) for k, d in changes)
