@@ -38,6 +38,7 @@ JOURNAL_DIR = "journal"
 POINTER = "current"
 """The checkpoint pointer: names the segment recovery starts from."""
 SEGMENT_SUFFIX = ".log"
+JOURNAL_TEMP_MARKER = ".jnl" + TEMP_MARKER
 _NEW_SEGMENT_FLAGS = READ_WRITE_FLAGS | os.O_CREAT | os.O_EXCL
 _ROTATION_SIZE = records.RECORD_HEADER_SIZE + 8
 """Room kept at the end of the zero-filled area for the record that closes a segment."""
@@ -394,6 +395,15 @@ class JournalBackend(FileBackend):
         return segment
 
     # -- publishing and checkpoints ---------------------------------------------------------
+    def temp_path(self, target: str) -> str:
+        """Named apart from other backends' temporary files: only the journal may sweep them.
+
+        They exist while the writer lock is held, not a document's lock, which is
+        what the file backends' sweep takes.
+        """
+        head, tail = os.path.split(target)
+        return os.path.join(head, f".{tail}.{os.urandom(8).hex()}{JOURNAL_TEMP_MARKER}")
+
     def _publish_file(self, key: Key, data: bytes | None, *, sync: bool) -> str:
         path = self.path(key)
         if data is None:
@@ -554,7 +564,7 @@ class JournalBackend(FileBackend):
         """Delete every segment but ``keep``, and the pointer's leftover temporary files."""
         for entry in self.fs.scandir(self.directory):
             stale_segment = entry.name.endswith(SEGMENT_SUFFIX) and entry.name != segment_name(keep)
-            if entry.is_file and (stale_segment or entry.name.endswith(TEMP_MARKER)):
+            if entry.is_file and (stale_segment or entry.name.endswith(JOURNAL_TEMP_MARKER)):
                 with contextlib.suppress(OSError):  # Windows refuses while a reader has it open
                     self.fs.unlink(os.path.join(self.directory, entry.name))
 
