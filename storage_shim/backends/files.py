@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import re
 import stat
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from .._threads import ThreadKeys
 from .._types import Key
 from ..backend import Backend, Durability, WriteOutcome
-from ..errors import LockTimeoutError, NotFoundError, UnsafePathError
+from ..errors import LockTimeoutError, NotFoundError, StorageError, UnsafePathError
 from ..fs import FileSystem
 from ..keys import SUFFIX, is_directory_segment, is_valid_segment, relative_path
 
@@ -27,6 +29,18 @@ STATE_DIR = ".storage_shim"
 """The library's private directory inside a store."""
 TEMP_MARKER = ".ss-tmp"
 """Every temporary file the library creates ends with this, so sweeps never touch a user's file."""
+SWEEP_LOCK_WAIT = 0.05
+"""How long the sweep waits for a document's lock before deciding a live writer holds it."""
+_TEMP_NAME = re.compile(
+    r"\.(?P<target>.+)\.[0-9a-f]{16}(?P<marker>(?:\.[a-z]+)?" + re.escape(TEMP_MARKER) + ")"
+)
+logger = logging.getLogger("storage_shim")
+
+
+def temporary_target(name: str) -> tuple[str, str] | None:
+    """For a name ``temp_path()`` made, ``.<target>.<16 hex><marker>``: (target, marker)."""
+    match = _TEMP_NAME.fullmatch(name)
+    return (match["target"], match["marker"]) if match else None
 
 
 class FileBackend(Backend):
@@ -86,6 +100,71 @@ class FileBackend(Backend):
         """A fresh, recognisable temporary name beside ``target``."""
         head, tail = os.path.split(target)
         return os.path.join(head, f".{tail}.{os.urandom(8).hex()}{TEMP_MARKER}")
+
+    # -- opening --------------------------------------------------------------------
+    def recover(self) -> Sequence[Key]:
+        self.sweep_temporary_files()
+        return ()
+
+    def sweep_temporary_files(self) -> list[str]:
+        """Delete the temporary files that dead writers left beside documents; returns them.
+
+        Only names :meth:`temp_path` makes for a document, in directories a key
+        can reach; the private area under ``.storage_shim`` is left to the
+        backends keeping files there. Each file is deleted under the lock its
+        writer holds while it exists (see :meth:`temporary_file_lock`); a lock
+        still taken after :data:`SWEEP_LOCK_WAIT` means a live writer, whose
+        file is kept. A file that cannot be deleted is logged: it only costs
+        space, and the next opening tries again.
+        """
+        removed: list[str] = []
+        for key, marker, path in self._temporary_files(self.root, ()):
+            lock = self.temporary_file_lock(key, marker)
+            if lock is None:
+                continue
+            try:
+                with lock:
+                    self.fs.unlink(path)
+            except LockTimeoutError:
+                continue
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except (OSError, StorageError) as exc:
+                logger.warning("could not remove the temporary file %s: %s", path, exc)
+                continue
+            removed.append(path)
+        return removed
+
+    def temporary_file_lock(
+        self, key: Key, marker: str
+    ) -> contextlib.AbstractContextManager[None] | None:
+        """The lock a writer holds while its temporary file of ``key`` ending in ``marker`` exists.
+
+        None for a kind of temporary file this backend cannot tell from a live
+        writer's: it is kept. A backend naming its temporary files apart (with
+        a marker like ``.jnl.ss-tmp``) returns the lock its writers hold for those.
+        """
+        return self._lock(key, SWEEP_LOCK_WAIT) if marker == TEMP_MARKER else None
+
+    def _temporary_files(self, directory: str, prefix: Key) -> Iterator[tuple[Key, str, str]]:
+        try:
+            entries = list(self.fs.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            logger.warning("could not look for temporary files in %s: %s", directory, exc)
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                found = temporary_target(name) if entry.is_file else None
+                if found is None or not found[0].endswith(SUFFIX):
+                    continue
+                stem = found[0][: -len(SUFFIX)]
+                if is_valid_segment(stem):
+                    yield (*prefix, stem), found[1], os.path.join(directory, name)
+            elif entry.is_dir and is_valid_segment(name) and is_directory_segment(name):
+                yield from self._temporary_files(os.path.join(directory, name), (*prefix, name))
 
     @contextlib.contextmanager
     def refusing_links(self, key: Key) -> Iterator[None]:
@@ -171,18 +250,19 @@ class FileBackend(Backend):
 
     # -- locks ----------------------------------------------------------------------
     @contextlib.contextmanager
-    def _thread_lock(self, key: Key) -> Iterator[None]:
+    def _thread_lock(self, key: Key, timeout: float | None = None) -> Iterator[None]:
         """Excludes other threads of this process; re-entrant for the holding thread."""
         held = self._held.keys
         if key in held:
             yield
             return
+        timeout = self.lock_timeout if timeout is None else timeout
         with self._thread_locks_guard:
             thread_lock = self._thread_locks.get(key)
             if thread_lock is None:
                 thread_lock = self._thread_locks[key] = threading.Lock()
-        if not thread_lock.acquire(timeout=self.lock_timeout if self.lock_timeout >= 0 else -1):
-            raise LockTimeoutError(key, "<threads of this process>", self.lock_timeout)
+        if not thread_lock.acquire(timeout=timeout if timeout >= 0 else -1):
+            raise LockTimeoutError(key, "<threads of this process>", timeout)
         held.add(key)
         try:
             yield
@@ -193,21 +273,24 @@ class FileBackend(Backend):
     def lock_path(self, key: Key) -> str:
         return self.private_path("locks", key, ".lock")
 
-    @contextlib.contextmanager
-    def lock(self, key: Key) -> Iterator[None]:
+    def lock(self, key: Key) -> contextlib.AbstractContextManager[None]:
         """Threads queue on an in-process lock, then one of them takes the sidecar file lock."""
+        return self._lock(key, self.lock_timeout)
+
+    @contextlib.contextmanager
+    def _lock(self, key: Key, timeout: float) -> Iterator[None]:
         if key in self._held.keys:
             yield
             return
         lock_path = self.lock_path(key)
         started = time.monotonic()
-        with self._thread_lock(key), contextlib.ExitStack() as stack:
+        with self._thread_lock(key, timeout), contextlib.ExitStack() as stack:
             self.fs.makedirs(os.path.dirname(lock_path))
-            remaining = self.lock_timeout
+            remaining = timeout
             if remaining >= 0:  # one timeout for both waits
                 remaining = max(0.0, remaining - (time.monotonic() - started))
             try:
                 stack.enter_context(self.fs.lock(lock_path, remaining))
             except TimeoutError:
-                raise LockTimeoutError(key, lock_path, self.lock_timeout) from None
+                raise LockTimeoutError(key, lock_path, timeout) from None
             yield

@@ -258,19 +258,19 @@ class JournalBackend(FileBackend):
         except BaseException as exc:
             self._poison = exc
             raise
-        with self._state:
-            self._catch_up_writer()
-            committed = {key: self._seqs[key] for c in batch for key, _ in c if key in self._seqs}
-        with self._pending:
-            self._dirty.update(committed)
-            self._pending.notify()
-        if self.publish_delay is None:
-            try:
+        try:
+            with self._state:
+                self._catch_up_writer()
+                committed = {k: self._seqs[k] for c in batch for k, _ in c if k in self._seqs}
+            with self._pending:
+                self._dirty.update(committed)
+                self._pending.notify()
+            if self.publish_delay is None:
                 self._publish_pending()
                 if self._offset >= self.checkpoint_bytes:
                     self._checkpoint_locked()
-            except Exception:
-                log.warning("journal at %s: a commit stands, its publication failed", self.root)
+        except Exception:
+            log.warning("journal at %s: a commit stands, its publication failed", self.root)
         return WriteOutcome(file_synced=self._sync, dir_synced=self._sync)
 
     def _reserve(self, fd: int, end: int) -> None:
@@ -362,7 +362,8 @@ class JournalBackend(FileBackend):
         self._seqs.clear()
         self._torn = False
         if old >= 0:
-            self.fs.close(old)
+            with contextlib.suppress(OSError):  # released even when close() reports an error
+                self.fs.close(old)
 
     def _open_segment(self, segment: int) -> tuple[int, SegmentHeader, int]:
         path = self._segment_path(segment)
@@ -403,6 +404,13 @@ class JournalBackend(FileBackend):
         """
         head, tail = os.path.split(target)
         return os.path.join(head, f".{tail}.{os.urandom(8).hex()}{JOURNAL_TEMP_MARKER}")
+
+    def temporary_file_lock(
+        self, key: Key, marker: str
+    ) -> contextlib.AbstractContextManager[None] | None:
+        if marker == JOURNAL_TEMP_MARKER:
+            return self._writer  # held by the writer of every journal temporary file
+        return super().temporary_file_lock(key, marker)
 
     def _publish_file(self, key: Key, data: bytes | None, *, sync: bool) -> str:
         path = self.path(key)
@@ -537,10 +545,10 @@ class JournalBackend(FileBackend):
             size = max(self.preallocate_bytes, len(data))
             self.fs.pwrite_all(fd, data + bytes(size - len(data)), 0)
             self.fs.fsync(fd, full=self._full)
+            self.fs.fsync_dir(self.directory, full=self._full)
         except BaseException:
             self.fs.close(fd)
             raise
-        self.fs.fsync_dir(self.directory, full=self._full)
         return fd, size
 
     def _write_pointer(self, segment: int) -> None:
@@ -582,6 +590,7 @@ class JournalBackend(FileBackend):
         return repaired
 
     def _recover_locked(self) -> Sequence[Key]:
+        self.sweep_temporary_files()
         pointer = self._read_pointer()
         if pointer is None:  # the pointer is written before the first commit
             self._refuse_orphan_segments()

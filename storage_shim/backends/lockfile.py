@@ -54,7 +54,7 @@ class LockfileBackend(FileBackend):
 
     def list(self, prefix: Key) -> Iterator[Key]:
         """Repairs first: a document a dead writer was creating must not be listed."""
-        self.recover()
+        self._restore_interrupted()
         return super().list(prefix)
 
     def _present(self, key: Key) -> bool:
@@ -79,6 +79,7 @@ class LockfileBackend(FileBackend):
                     self.prepare_directory(path)
                 synced = self.write_file(path, data, WRITE_FLAGS, truncate=True)
                 dir_synced = self.sync_directory(path) if previous is None else synced
+                self.fs.unlink(backup)  # the commit point
             except BaseException as exc:
                 try:
                     self._restore(path, previous)
@@ -89,7 +90,7 @@ class LockfileBackend(FileBackend):
                         f"it is kept in {backup} and restored before the key is next used"
                     )
                 raise
-            self._drop_backup(backup)
+            self.sync_directory(backup)
             return WriteOutcome(synced, dir_synced)
 
     def remove(self, key: Key) -> bool:
@@ -152,7 +153,12 @@ class LockfileBackend(FileBackend):
         Each backup is handled under its key's lock: a rewrite still running in
         another process finishes (and removes its backup) first. A key that
         cannot be repaired now is logged and repaired before its next use.
+        Temporary files that dead writers left beside documents go first.
         """
+        self.sweep_temporary_files()
+        return self._restore_interrupted()
+
+    def _restore_interrupted(self) -> Sequence[Key]:
         restored: list[Key] = []
         for key, backup in self._backups():
             try:
