@@ -11,7 +11,6 @@ import contextlib
 import os
 import stat
 import sys
-import time
 from collections.abc import Iterable
 
 from .._types import Key
@@ -19,16 +18,6 @@ from ..backend import BackendSpec, Capabilities, Durability, WriteOutcome
 from ..fs import CREATE_EXCL_FLAGS, FileSystem
 from ..markers import hookimpl
 from .files import FileBackend
-
-_WINDOWS_SHARING_ERRORS = frozenset({5, 32, 33})
-"""Access denied, sharing violation, lock violation: another program has the file open."""
-
-
-def is_transient_replace_error(exc: OSError) -> bool:
-    return (
-        isinstance(exc, PermissionError)
-        and getattr(exc, "winerror", None) in _WINDOWS_SHARING_ERRORS
-    )
 
 
 class AtomicBackend(FileBackend):
@@ -84,21 +73,6 @@ class AtomicBackend(FileBackend):
         except (FileNotFoundError, NotADirectoryError):
             return None
         return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
-
-    def _replace(self, temp: str, path: str) -> int:
-        """Rename, retrying the sharing violations Windows gives while a reader has the file."""
-        deadline = time.monotonic() + self.replace_timeout
-        delay, retries = 0.001, 0
-        while True:
-            try:
-                self.fs.replace(temp, path)
-            except OSError as exc:
-                if not is_transient_replace_error(exc) or time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay, retries = min(delay * 2, 0.1), retries + 1
-            else:
-                return retries
 
     def _discard(self, temp: str) -> None:
         with contextlib.suppress(OSError):

@@ -43,8 +43,22 @@ def temporary_target(name: str) -> tuple[str, str] | None:
     return (match["target"], match["marker"]) if match else None
 
 
+_WINDOWS_SHARING_ERRORS = frozenset({5, 32, 33})
+"""Access denied, sharing violation, lock violation: another program has the file open."""
+
+
+def is_transient_replace_error(exc: OSError) -> bool:
+    return (
+        isinstance(exc, PermissionError)
+        and getattr(exc, "winerror", None) in _WINDOWS_SHARING_ERRORS
+    )
+
+
 class FileBackend(Backend):
     """Base of the backends that keep one JSON file per key below ``location``."""
+
+    replace_timeout: float = 2.0
+    """Seconds to retry a replace that Windows refuses while another program has the file."""
 
     def __init__(
         self,
@@ -247,6 +261,24 @@ class FileBackend(Backend):
 
     def outcome(self, path: str, file_synced: bool, retries: int = 0) -> WriteOutcome:
         return WriteOutcome(file_synced, self.sync_directory(path), retries)
+
+    def _replace(self, temp: str, path: str) -> int:
+        """Rename, retrying the sharing violations Windows gives while a reader has the file.
+
+        Returns the number of retries.
+        """
+        deadline = time.monotonic() + self.replace_timeout
+        delay, retries = 0.001, 0
+        while True:
+            try:
+                self.fs.replace(temp, path)
+            except OSError as exc:
+                if not is_transient_replace_error(exc) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay, retries = min(delay * 2, 0.1), retries + 1
+            else:
+                return retries
 
     # -- locks ----------------------------------------------------------------------
     @contextlib.contextmanager

@@ -90,6 +90,7 @@ class JournalBackend(FileBackend):
         checkpoint_bytes: int = 16 << 20,
         preallocate_bytes: int = 1 << 20,
         strict: bool = False,
+        replace_timeout: float = 2.0,
         fs: FileSystem | None = None,
     ) -> None:
         super().__init__(location, durability=durability, lock_timeout=lock_timeout, fs=fs)
@@ -99,6 +100,7 @@ class JournalBackend(FileBackend):
         self.checkpoint_bytes = checkpoint_bytes
         self.preallocate_bytes = max(preallocate_bytes, 4096)
         self.strict = strict
+        self.replace_timeout = replace_timeout
         self.directory = os.path.join(self.root, STATE_DIR, JOURNAL_DIR)
         self._writer = WriterLock(
             self.fs, os.path.join(self.directory, "writer.lock"), lock_timeout
@@ -428,7 +430,7 @@ class JournalBackend(FileBackend):
                     self.fs.fsync(fd, full=self._full)
             finally:
                 self.fs.close(fd)
-            self.fs.replace(temp, path)
+            self._replace(temp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 self.fs.unlink(temp)
@@ -561,7 +563,7 @@ class JournalBackend(FileBackend):
                 self.fs.fsync(fd, full=self._full)
             finally:
                 self.fs.close(fd)
-            self.fs.replace(temp, path)
+            self._replace(temp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 self.fs.unlink(temp)
