@@ -265,8 +265,9 @@ class JournalBackend(FileBackend):
                 self._catch_up_writer()
                 committed = {k: self._seqs[k] for c in batch for k, _ in c if k in self._seqs}
             with self._pending:
+                if not self._dirty:  # the publisher sleeps until there is something to do
+                    self._pending.notify()
                 self._dirty.update(committed)
-                self._pending.notify()
             if self.publish_delay is None:
                 self._publish_pending()
                 if self._offset >= self.checkpoint_bytes:
