@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import storage_shim as ss
 from storage_shim.backend import WriteOutcome
-from storage_shim.backends import AtomicBackend, LockfileBackend
+from storage_shim.backends import AtomicBackend, JournalBackend, LockfileBackend
 from storage_shim.backends.files import STATE_DIR, TEMP_MARKER
 from storage_shim.backends.lockfile import _ABSENT, _PRESENT
 from storage_shim.fs import (
@@ -35,6 +35,7 @@ from storage_shim.fs import (
     WRITE_FLAGS,
     FileSystem,
 )
+from storage_shim.journal import records
 from storage_shim.keys import SUFFIX
 from storage_shim.testing import crash
 from storage_shim.testing.crash import (
@@ -271,7 +272,8 @@ def test_an_unsynced_write_may_be_lost_cut_or_garbage() -> None:
     contents = {dict(tree).get("/d/f") for tree in outcomes(fs)}
     garbage = [c for c in contents if c and len(c) == 4 and c not in {b"data", bytes(4)}]
     assert contents >= {None, b"", b"da", b"dat", b"data", bytes(4)}
-    assert len(garbage) == 1
+    assert len(garbage) == 2  # all garbage, and the first half kept with garbage after it
+    assert any(c.startswith(b"da") for c in garbage)
 
 
 def test_a_rename_never_persists_without_the_creation_of_its_source() -> None:
@@ -585,6 +587,111 @@ def test_a_durability_of_none_promises_no_acknowledged_write() -> None:
         "early_ack", workloads=control_workloads(), plugins=[BrokenVariants], durability="none"
     )
     assert not any("acknowledged write lost" in str(v) for v in report.violations)
+
+
+# -- negative controls of the journal: what its checksums, flush and new segments prevent ----
+class JournalWithoutChecksums(JournalBackend):
+    def _read_step(self, window: Any) -> records.Step:
+        assert self._header is not None
+        salt, offset, seq = self._header.salt, self._offset, self._next_seq
+        return records.read_step(window.pread, salt, offset, seq, verify=False)
+
+
+class JournalAcknowledgingEarly(JournalBackend):
+    """Returns from a commit before its record is flushed; flushes at the next commit."""
+
+    owes_a_flush = False
+
+    def commit_locked(self, batch: Sequence[Sequence[Any]]) -> WriteOutcome:
+        if self.owes_a_flush:
+            self.fs.fsync(self._fd, data_only=True)
+        durable, self._sync = self._sync, False
+        try:
+            super().commit_locked(batch)
+        finally:
+            self._sync = durable
+        self.owes_a_flush = True
+        return WriteOutcome(file_synced=True, dir_synced=True)
+
+    def _flush_log(self) -> None:
+        """Publishing would flush first, which would make the acknowledgement honest."""
+
+
+class JournalAppendingAfterATornTail(JournalBackend):
+    """Keeps the segment a crash tore and appends its commits after the garbage."""
+
+    def _recover_locked(self) -> Sequence[ss.Key]:
+        pointer = self._read_pointer()
+        if pointer is None:
+            return super()._recover_locked()
+        with self._state:
+            self._adopt(*self._open_segment(pointer))
+            self._catch_up_writer()
+            self._torn = False
+        return ()
+
+    def commit_locked(self, batch: Sequence[Sequence[Any]]) -> WriteOutcome:
+        with self._state:
+            self._catch_up_writer()
+            if self._torn:
+                self._offset, self._torn = self.fs.fstat(self._fd).st_size, False
+        return super().commit_locked(batch)
+
+    def _checkpoint_locked(self) -> None:
+        with self._state:
+            self._catch_up_writer()
+            if self._torn:  # no new segment: the torn one stays the log
+                return
+        super()._checkpoint_locked()
+
+
+class BrokenJournals:
+    @staticmethod
+    @ss.hookimpl
+    def storage_shim_backends() -> Iterable[ss.BackendSpec]:
+        return [
+            ss.BackendSpec("journal_without_checksums", JournalWithoutChecksums),
+            ss.BackendSpec("journal_early_ack", JournalAcknowledgingEarly),
+            ss.BackendSpec("journal_after_torn_tail", JournalAppendingAfterATornTail),
+        ]
+
+
+QUICK_JOURNAL_CONTROL_LIMITS = {
+    "journal_without_checksums": Limits(
+        exhaustive_up_to=4, random_subsets=8, recovery_crash_states=0
+    ),
+    "journal_early_ack": Limits(torn_writes=False, recovery_crash_states=0),
+    "journal_after_torn_tail": Limits(
+        exhaustive_up_to=4, random_subsets=8, recovery_crash_states=0
+    ),
+}
+JOURNAL_CONTROLS = {
+    "journal_without_checksums": "",
+    "journal_early_ack": "lost",
+    "journal_after_torn_tail": "lost by the next crash",
+}
+
+
+if "journal" in SELECTED:
+
+    @pytest.mark.parametrize("backend", JOURNAL_CONTROLS)
+    def test_the_harness_catches_the_broken_journals(backend: str) -> None:
+        steps = (Step("write", ("a",)), Step("transaction", ("a", "dir/b")))
+        workload = Workload(steps[1:] if backend == "journal_early_ack" else steps)
+        report = check_crash_safety(
+            backend,
+            workloads=[workload],
+            plugins=[BrokenJournals],
+            limits=LIMITS
+            if DEEP
+            else Limits(exhaustive_up_to=4, random_subsets=8, recovery_crash_states=0),
+            publish_delay=None,
+            preallocate_bytes=4096,
+        )
+        print(report.figures())
+        print(report.summary(1))
+        assert report.violation_count > 0, f"{backend} passed: the harness has no teeth"
+        assert any(JOURNAL_CONTROLS[backend] in str(v) for v in report.violations)
 
 
 # -- the extension point and the API ------------------------------------------------------

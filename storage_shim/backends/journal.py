@@ -306,7 +306,7 @@ class JournalBackend(FileBackend):
         assert self._header is not None
         window = _Window(self.fs, self._fd)
         while True:
-            step = records.read_step(window.pread, self._header.salt, self._offset, self._next_seq)
+            step = self._read_step(window)
             if step.kind == "commit":
                 for key, data in records.decode_changes(step.payload):
                     self._index[key] = data
@@ -314,11 +314,11 @@ class JournalBackend(FileBackend):
                 self._offset, self._next_seq = step.offset, step.seq + 1
                 self._torn = False
                 continue
-            if step.kind == "rotate":
+            if step.kind == "rotate" and records.decode_rotation(step.payload) > self._segment:
                 self._switch_to(records.decode_rotation(step.payload))
             elif step.kind == "torn" and (self._read_pointer() or 0) > self._segment:
                 self._switch_to(self._read_pointer())  # a checkpoint left this torn segment
-            elif step.kind == "torn" and writer:
+            elif step.kind != "end" and writer:  # torn, or a rotation going backwards
                 self._torn = True
                 if self.strict:
                     self._refuse_corruption(window)
@@ -326,6 +326,10 @@ class JournalBackend(FileBackend):
             else:
                 return
             window = _Window(self.fs, self._fd)
+
+    def _read_step(self, window: _Window) -> records.Step:
+        assert self._header is not None
+        return records.read_step(window.pread, self._header.salt, self._offset, self._next_seq)
 
     def _catch_up_writer(self) -> None:
         self._catch_up(writer=True)

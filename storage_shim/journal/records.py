@@ -161,8 +161,14 @@ Pread = Callable[[int, int], bytes]
 """``pread(size, offset)``: bytes of the segment, fewer at its end."""
 
 
-def read_step(pread: Pread, salt: bytes, offset: int, seq: int) -> Step:  # noqa: PLR0911
-    """Read the transaction (all its fragments) or rotation with sequence number ``seq``."""
+def read_step(  # noqa: PLR0911
+    pread: Pread, salt: bytes, offset: int, seq: int, *, verify: bool = True
+) -> Step:
+    """Read the transaction (all its fragments) or rotation with sequence number ``seq``.
+
+    ``verify=False`` skips the checksums: only the crash harness's negative
+    control uses it, to show what they protect against.
+    """
     pieces: list[bytes] = []
     position = offset
     while True:
@@ -177,7 +183,9 @@ def read_step(pread: Pread, salt: bytes, offset: int, seq: int) -> Step:  # noqa
         if record_seq != seq or length > MAX_FRAGMENT or not FULL <= kind <= ROTATE:
             return Step("torn", offset)
         payload = pread(length, position + RECORD_HEADER_SIZE)
-        if len(payload) < length or crc != _checksum(salt, head[: RECORD.size], payload):
+        if len(payload) < length or (
+            verify and crc != _checksum(salt, head[: RECORD.size], payload)
+        ):
             return Step("torn", offset)
         position += RECORD_HEADER_SIZE + length
         expected = (MIDDLE, LAST) if pieces else (FULL, FIRST, ROTATE)
