@@ -366,13 +366,17 @@ if "journal" in SELECTED:
     def journal_workloads() -> list[Workload]:
         """Its publishing leaves many unsynced operations, so far fewer workloads than above."""
         if not DEEP:
-            return [Workload((TRANSACTION,))]
+            return [
+                Workload((TRANSACTION,)),
+                Workload((Step("write", ("a",)), Step("checkpoint"))),
+                Workload((TRANSACTION, Step("remove", ("dir/b",)))),
+            ]
         ones = standard_workloads(1, extra=JOURNAL_STEPS)
         twos = standard_workloads(2, extra=JOURNAL_STEPS)[len(ones) :]
         return ones + random.Random(4).sample(twos, 6)
 
     def test_the_journal_survives_every_crash_state() -> None:
-        limits = Limits() if DEEP else Limits(torn_writes=False, recovery_crash_states=1)
+        limits = Limits() if DEEP else Limits(exhaustive_up_to=6, recovery_crash_states=1)
         report = check_crash_safety(
             "journal",
             workloads=journal_workloads(),
