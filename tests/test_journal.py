@@ -290,11 +290,10 @@ def test_strict_recovery_refuses_valid_records_after_damage(tmp_path: Path) -> N
 
 
 # -- failures --------------------------------------------------------------------------------
-class FailingSync(FileSystem):
-    """Fails the next fsync of a journal segment with EIO."""
+class WatchesSegments(FileSystem):
+    """Knows which descriptors are journal segments."""
 
     def __init__(self) -> None:
-        self.armed = False
         self.segment_fds: set[int] = set()
 
     def open(self, path: str, flags: int, mode: int = 0o666) -> int:
@@ -302,6 +301,12 @@ class FailingSync(FileSystem):
         if path.endswith(".log"):
             self.segment_fds.add(fd)
         return fd
+
+
+class FailingSync(WatchesSegments):
+    """Fails the next fsync of a journal segment with EIO."""
+
+    armed = False
 
     def fsync(self, fd: int, *, full: bool = False, data_only: bool = False) -> None:
         if self.armed and fd in self.segment_fds:
@@ -335,16 +340,8 @@ def test_a_failed_fsync_poisons_the_journal_until_reopened(tmp_path: Path) -> No
         assert reopened.read("b") == 3
 
 
-class CountingSync(FileSystem):
-    def __init__(self) -> None:
-        self.segment_syncs = 0
-        self.segment_fds: set[int] = set()
-
-    def open(self, path: str, flags: int, mode: int = 0o666) -> int:
-        fd = super().open(path, flags, mode)
-        if path.endswith(".log"):
-            self.segment_fds.add(fd)
-        return fd
+class CountingSync(WatchesSegments):
+    segment_syncs = 0
 
     def fsync(self, fd: int, *, full: bool = False, data_only: bool = False) -> None:
         if data_only and fd in self.segment_fds:

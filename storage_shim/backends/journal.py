@@ -426,9 +426,14 @@ class JournalBackend(FileBackend):
                 self.fs.unlink(path)
             return path
         self.fs.makedirs(os.path.dirname(path))
+        self._replace_with(path, data, sync=sync)
+        return path
+
+    def _replace_with(self, path: str, data: bytes, *, sync: bool, mode: int = 0o666) -> None:
+        """Write a temporary file beside ``path``, flush it if asked, rename it over ``path``."""
         temp = self.temp_path(path)
         try:
-            fd = self.fs.open(temp, CREATE_EXCL_FLAGS)
+            fd = self.fs.open(temp, CREATE_EXCL_FLAGS, mode)
             try:
                 self.fs.write_all(fd, data)
                 if sync:
@@ -440,7 +445,6 @@ class JournalBackend(FileBackend):
             with contextlib.suppress(OSError):
                 self.fs.unlink(temp)
             raise
-        return path
 
     def _publish_locked(self, keys: Iterable[Key]) -> None:
         """Under the writer lock: show the latest committed version of ``keys`` as files.
@@ -559,20 +563,8 @@ class JournalBackend(FileBackend):
         return fd, size
 
     def _write_pointer(self, segment: int) -> None:
-        path = os.path.join(self.directory, POINTER)
-        temp = self.temp_path(path)
-        try:
-            fd = self.fs.open(temp, CREATE_EXCL_FLAGS, 0o644)
-            try:
-                self.fs.write_all(fd, orjson.dumps({"segment": segment}))
-                self.fs.fsync(fd, full=self._full)
-            finally:
-                self.fs.close(fd)
-            self._replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                self.fs.unlink(temp)
-            raise
+        pointer = os.path.join(self.directory, POINTER)
+        self._replace_with(pointer, orjson.dumps({"segment": segment}), sync=True, mode=0o644)
         self.fs.fsync_dir(self.directory, full=self._full)
 
     def _remove_segments(self, keep: int) -> None:
