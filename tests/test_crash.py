@@ -530,69 +530,6 @@ class RenamesBehindTheFileSystemObject(AtomicBackend):
         return 0
 
 
-class BrokenVariants:
-    """A host's plugin registering the broken backends, as a plugin author would."""
-
-    @staticmethod
-    @ss.hookimpl
-    def storage_shim_backends() -> Iterable[ss.BackendSpec]:
-        return [
-            ss.BackendSpec("no_temp_fsync", SkipsTheTempFsync),
-            ss.BackendSpec("no_dir_fsync", SkipsTheDirectoryFsync),
-            ss.BackendSpec("early_ack", AcknowledgesBeforeSyncing),
-            ss.BackendSpec("backup_not_synced", BacksUpWithoutFsync),
-            ss.BackendSpec("backup_name_not_synced", RewritesBeforeTheBackupIsDurable),
-            ss.BackendSpec("unsafe_recovery", DropsTheBackupBeforeRestoring),
-            ss.BackendSpec("restless_recovery", CountsItsOpenings),
-            ss.BackendSpec("fragile_recovery", RefusesWritesAfterACrash),
-            ss.BackendSpec("bypass", RenamesBehindTheFileSystemObject),
-        ]
-
-
-CONTROLS = {
-    # backend: a phrase at least one violation must contain
-    "naive": "is unreadable",
-    "no_temp_fsync": "is unreadable",
-    "no_dir_fsync": "acknowledged write lost",
-    "early_ack": "acknowledged write lost",
-    "backup_not_synced": "is unreadable",
-    "backup_name_not_synced": "is unreadable",
-    "unsafe_recovery": "a crash during recovery",
-    "restless_recovery": "a second opening changed the files",
-    "fragile_recovery": "writing after recovery raised",
-    "bypass": "bypassed the file-system object",
-}
-
-
-def control_workloads() -> list[Workload]:
-    return standard_workloads(2 if DEEP else 1)
-
-
-def run_control(backend: str) -> CrashReport:
-    return check_crash_safety(
-        backend,
-        workloads=control_workloads(),
-        plugins=[BrokenVariants],
-        limits=Limits(recovery_crash_states=1000),
-    )
-
-
-@pytest.mark.parametrize("backend", CONTROLS)
-def test_the_harness_catches_the_broken_variants(backend: str) -> None:
-    report = run_control(backend)
-    print(report.figures())
-    assert report.violation_count > 0, f"{backend} passed: the harness has no teeth"
-    assert any(CONTROLS[backend] in str(v) for v in report.violations), report.summary()
-
-
-def test_a_durability_of_none_promises_no_acknowledged_write() -> None:
-    """The early acknowledgement is legal when nothing was promised (but tears are not)."""
-    report = check_crash_safety(
-        "early_ack", workloads=control_workloads(), plugins=[BrokenVariants], durability="none"
-    )
-    assert not any("acknowledged write lost" in str(v) for v in report.violations)
-
-
 # -- negative controls of the journal: what its checksums, flush and new segments prevent ----
 class JournalWithoutChecksums(JournalBackend):
     def _read_step(self, window: Any) -> records.Step:
@@ -649,15 +586,70 @@ class JournalAppendingAfterATornTail(JournalBackend):
         super()._checkpoint_locked()
 
 
-class BrokenJournals:
+class BrokenVariants:
+    """A host's plugin registering the broken backends, as a plugin author would."""
+
     @staticmethod
     @ss.hookimpl
     def storage_shim_backends() -> Iterable[ss.BackendSpec]:
         return [
+            ss.BackendSpec("no_temp_fsync", SkipsTheTempFsync),
+            ss.BackendSpec("no_dir_fsync", SkipsTheDirectoryFsync),
+            ss.BackendSpec("early_ack", AcknowledgesBeforeSyncing),
+            ss.BackendSpec("backup_not_synced", BacksUpWithoutFsync),
+            ss.BackendSpec("backup_name_not_synced", RewritesBeforeTheBackupIsDurable),
+            ss.BackendSpec("unsafe_recovery", DropsTheBackupBeforeRestoring),
+            ss.BackendSpec("restless_recovery", CountsItsOpenings),
+            ss.BackendSpec("fragile_recovery", RefusesWritesAfterACrash),
+            ss.BackendSpec("bypass", RenamesBehindTheFileSystemObject),
             ss.BackendSpec("journal_without_checksums", JournalWithoutChecksums),
             ss.BackendSpec("journal_early_ack", JournalAcknowledgingEarly),
             ss.BackendSpec("journal_after_torn_tail", JournalAppendingAfterATornTail),
         ]
+
+
+CONTROLS = {
+    # backend: a phrase at least one violation must contain
+    "naive": "is unreadable",
+    "no_temp_fsync": "is unreadable",
+    "no_dir_fsync": "acknowledged write lost",
+    "early_ack": "acknowledged write lost",
+    "backup_not_synced": "is unreadable",
+    "backup_name_not_synced": "is unreadable",
+    "unsafe_recovery": "a crash during recovery",
+    "restless_recovery": "a second opening changed the files",
+    "fragile_recovery": "writing after recovery raised",
+    "bypass": "bypassed the file-system object",
+}
+
+
+def control_workloads() -> list[Workload]:
+    return standard_workloads(2 if DEEP else 1)
+
+
+def run_control(backend: str) -> CrashReport:
+    return check_crash_safety(
+        backend,
+        workloads=control_workloads(),
+        plugins=[BrokenVariants],
+        limits=Limits(recovery_crash_states=1000),
+    )
+
+
+@pytest.mark.parametrize("backend", CONTROLS)
+def test_the_harness_catches_the_broken_variants(backend: str) -> None:
+    report = run_control(backend)
+    print(report.figures())
+    assert report.violation_count > 0, f"{backend} passed: the harness has no teeth"
+    assert any(CONTROLS[backend] in str(v) for v in report.violations), report.summary()
+
+
+def test_a_durability_of_none_promises_no_acknowledged_write() -> None:
+    """The early acknowledgement is legal when nothing was promised (but tears are not)."""
+    report = check_crash_safety(
+        "early_ack", workloads=control_workloads(), plugins=[BrokenVariants], durability="none"
+    )
+    assert not any("acknowledged write lost" in str(v) for v in report.violations)
 
 
 QUICK_JOURNAL_CONTROL_LIMITS = {
@@ -685,7 +677,7 @@ if "journal" in SELECTED:
         report = check_crash_safety(
             backend,
             workloads=[workload],
-            plugins=[BrokenJournals],
+            plugins=[BrokenVariants],
             limits=LIMITS
             if DEEP
             else Limits(exhaustive_up_to=4, random_subsets=8, recovery_crash_states=0),
