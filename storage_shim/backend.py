@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import inspect
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
@@ -16,6 +17,7 @@ from typing import Any, ClassVar, Literal, Self
 from ._types import Key
 from .errors import NotFoundError, UnsupportedOperationError
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 Durability = Literal["none", "fsync", "full"]
 DURABILITY_LEVELS: tuple[Durability, ...] = ("none", "fsync", "full")
 
@@ -69,6 +71,8 @@ class Receipt:
     file_synced: bool
     dir_synced: bool
     retries: int = 0
+    seconds: float = 0.0
+    """Wall time the backend spent on the write (for a transaction, on its whole commit)."""
 
     @property
     def durable(self) -> bool:
@@ -148,6 +152,15 @@ class Backend(abc.ABC):
         """Read after the previous bytes did not parse; a backend able to repair does so first."""
         return self.read(key)
 
+    def quarantine(self, key: Key, data: bytes) -> str | None:
+        """Move the corrupt document ``data`` of ``key`` aside, keeping its bytes.
+
+        Only while the stored bytes still equal ``data`` (checked under the key's
+        lock); afterwards the key reads as missing. Returns where the bytes went,
+        or None when the document changed meanwhile and nothing was moved.
+        """
+        raise UnsupportedOperationError(f"{type(self).__name__} has no quarantine")
+
     def begin(self) -> contextlib.AbstractContextManager[BackendTransaction]:
         """Start a transaction (backends declaring ``transactions`` only).
 
@@ -200,17 +213,26 @@ class BackendSpec:
 
     ``factory(location, **options)`` returns a :class:`Backend`; it receives only
     the options its signature accepts. ``capabilities`` defaults to the
-    factory's own when the factory is a :class:`Backend` subclass.
+    factory's own when the factory is a :class:`Backend` subclass. ``schemes``
+    are the URI schemes the backend serves: ``open_store("postgresql://...")``
+    without ``backend=`` picks the backend declaring ``postgresql``.
     """
 
     name: str
     factory: BackendFactory
     description: str = ""
     capabilities: Capabilities | None = field(default=None)
+    schemes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "_").isidentifier():
             raise ValueError(f"backend name {self.name!r} must be an identifier (dashes allowed)")
+        for scheme in self.schemes:
+            if not _SCHEME.fullmatch(scheme):
+                raise ValueError(
+                    f"{scheme!r} is not a URI scheme (RFC 3986: letter, then a-z 0-9 + - .)"
+                )
+        object.__setattr__(self, "schemes", tuple(s.lower() for s in self.schemes))
         if self.capabilities is None:
             declared = getattr(self.factory, "capabilities", None)
             if isinstance(declared, Capabilities):

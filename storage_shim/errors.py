@@ -34,7 +34,8 @@ class CorruptDocumentError(StorageError):
     """A stored document exists but is not valid JSON.
 
     The library never replaces such a document with a default: the bytes stay
-    where they are for a person or a recovery hook to look at.
+    where they are for a person to look at, or a ``storage_shim_on_corrupt``
+    hook moves them to the quarantine (``quarantined_to`` then says where).
     """
 
     def __init__(self, key: Key | None, path: str, reason: str) -> None:
@@ -42,6 +43,7 @@ class CorruptDocumentError(StorageError):
         self.key = key
         self.path = path
         self.reason = reason
+        self.quarantined_to: str | None = None
 
 
 class InvalidKeyError(StorageError, ValueError):
@@ -85,11 +87,11 @@ class LockTimeoutError(StorageError, TimeoutError):
 class UnknownBackendError(StorageError, LookupError):
     """No backend of that name is registered."""
 
-    def __init__(self, name: str, known: Iterable[str]) -> None:
+    def __init__(self, name: str, known: Iterable[str], *, kind: str = "backend") -> None:
         self.name = name
         self.known = tuple(sorted(known))
         super().__init__(
-            f"unknown backend {name!r}; registered backends: {', '.join(self.known) or 'none'}"
+            f"unknown {kind} {name!r}; registered {kind}s: {', '.join(self.known) or 'none'}"
         )
 
 

@@ -22,7 +22,7 @@ from .markers import hookspec
 if TYPE_CHECKING:
     from ._types import Key
     from .backend import BackendSpec, Receipt
-    from .errors import StorageError
+    from .errors import CorruptDocumentError, StorageError
     from .store import Store
 
 
@@ -62,6 +62,26 @@ def storage_shim_route_targets(store: Store) -> Iterable[str]:  # type: ignore[e
     :class:`~storage_shim.PluginError`; names that are not registered raise
     :class:`~storage_shim.UnknownBackendError` when the store opens.
     """
+
+
+@hookspec(firstresult=True)
+def storage_shim_on_corrupt(store: Store, key: Key, error: CorruptDocumentError) -> str | None:
+    """A document does not parse as JSON (``error`` says where and why): what now?
+
+    Return ``"raise"`` to raise ``error`` to the caller (what happens when every
+    implementation returns ``None``), or ``"quarantine"`` to move the bytes to
+    the backend's quarantine (files: ``<location>/.storage_shim/quarantine/
+    <timestamp>/<key path>.json``) and carry on as if the key were missing:
+    ``read`` raises :class:`~storage_shim.NotFoundError`, ``get`` returns its
+    default and ``update`` starts from its default. Nothing is ever replaced
+    by a default in place. Called after the store's read retries, so the bytes
+    were corrupt each time; the first non-``None`` answer wins.
+    """
+
+
+@hookspec
+def storage_shim_quarantined(store: Store, key: Key, error: CorruptDocumentError) -> None:
+    """The corrupt document of ``key`` was moved to ``error.quarantined_to``."""
 
 
 @hookspec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import threading
 import time
@@ -35,11 +36,14 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .keys import format_key, parse_key, parse_prefix
+from .locations import redact, uri_scheme
 from .plugins import collect_backend_specs, get_plugin_manager
 from .routing import HostRoutes, Routes
 from .transaction import Transaction
 
 T = TypeVar("T")
+DEFAULT_BACKEND = "atomic"
+logger = logging.getLogger("storage_shim")
 _MISSING: Any = object()
 _READ_ERROR = "storage_shim_read_error"
 _WRITE_ERROR = "storage_shim_write_error"
@@ -56,7 +60,7 @@ class Store:
         self,
         location: str | os.PathLike[str],
         *,
-        backend: str,
+        backend: str | None,
         durability: Durability,
         routes: Routes,
         plugin_manager: pluggy.PluginManager,
@@ -65,7 +69,6 @@ class Store:
         options: Mapping[str, Any],
     ) -> None:
         self.location = location
-        self.default_backend = backend
         self.durability: Durability = durability
         self.routes = routes
         self.plugin_manager = plugin_manager
@@ -73,6 +76,7 @@ class Store:
         self.read_retries = read_retries
         self.read_retry_delay = read_retry_delay
         self.specs: Mapping[str, BackendSpec] = collect_backend_specs(plugin_manager)
+        self.default_backend = self._backend_for_location(backend)
         self._options = dict(options)
         self._backends: dict[str, Backend] = {}
         self._guard = threading.Lock()
@@ -88,6 +92,26 @@ class Store:
             return self.specs[name]
         except KeyError:
             raise UnknownBackendError(name, self.specs) from None
+
+    def _backend_for_location(self, backend: str | None) -> str:
+        """``backend``, or the one serving the location's URI scheme, or ``atomic`` for a path."""
+        scheme = uri_scheme(self.location)
+        serving = sorted(name for name, spec in self.specs.items() if scheme in spec.schemes)
+        if len(serving) > 1:
+            raise PluginError(f"backends {', '.join(serving)} all declare the scheme {scheme!r}")
+        if backend is None:
+            if scheme is None:
+                return DEFAULT_BACKEND
+            if not serving:
+                known = sorted({s for spec in self.specs.values() for s in spec.schemes})
+                raise UnknownBackendError(scheme, known, kind="URI scheme")
+            return serving[0]
+        if serving and backend not in serving:
+            raise ValueError(
+                f"{redact(self.location)!r} is a {scheme}:// URI, served by backend"
+                f" {serving[0]!r}, not by {backend!r}"
+            )
+        return backend
 
     def _collect_targets(self) -> frozenset[str]:
         """The fallback backend and every backend a route may pick: the store opens them all."""
@@ -251,10 +275,42 @@ class Store:
             except ValueError as exc:
                 if attempt >= self.read_retries:
                     reason = codec.describe_invalid(data, exc)
-                    raise CorruptDocumentError(key, backend.location_of(key), reason) from exc
+                    error = CorruptDocumentError(key, backend.location_of(key), reason)
+                    if not self._quarantined(key, name, backend, data, error):
+                        raise error from exc
+                    data = backend.read(key)  # NotFoundError, or a document written since
+                    attempt = 0
+                    continue
             time.sleep(self.read_retry_delay * 2**attempt)
             attempt += 1
             data = backend.read_again(key)
+
+    def _quarantined(
+        self, key: Key, name: str, backend: Backend, data: bytes, error: CorruptDocumentError
+    ) -> bool:
+        """Ask ``storage_shim_on_corrupt`` what to do; True when the bytes were moved aside."""
+        try:
+            decision = self.hook.storage_shim_on_corrupt(key=key, error=error, store=self)
+        except Exception as exc:
+            raise PluginError(f"a plugin's storage_shim_on_corrupt raised {exc!r}") from exc
+        if decision in (None, "raise"):
+            return False
+        if decision != "quarantine":
+            raise PluginError(
+                f"storage_shim_on_corrupt returned {decision!r}; expected 'raise', 'quarantine'"
+                " or None"
+            )
+        try:
+            moved_to = backend.quarantine(key, data)
+        except UnsupportedOperationError as exc:
+            raise UnsupportedOperationError(
+                f"{error}; a plugin asked to quarantine it, but backend {name!r} cannot"
+            ) from exc
+        if moved_to is not None:
+            error.quarantined_to = moved_to
+            logger.warning("quarantined %s to %s", error.path, moved_to)
+            self._notify("storage_shim_quarantined", key=key, error=error)
+        return True
 
     def read_many(self, keys: Iterable[KeyLike]) -> dict[Key, Any]:
         """The documents of ``keys`` that exist, by parsed key.
@@ -318,13 +374,16 @@ class Store:
         return self._write(parsed, name, backend, codec.encode(value))
 
     def _write(self, key: Key, name: str, backend: Backend, data: bytes) -> Receipt:
+        started = time.perf_counter()
         with self._errors(name, key, _WRITE_ERROR):
             outcome = backend.write(key, data)
-        receipt = self._receipt(name, key, data, outcome)
+        receipt = self._receipt(name, key, data, outcome, time.perf_counter() - started)
         self._notify("storage_shim_after_write", key=key, receipt=receipt)
         return receipt
 
-    def _receipt(self, name: str, key: Key, data: bytes, outcome: WriteOutcome) -> Receipt:
+    def _receipt(
+        self, name: str, key: Key, data: bytes, outcome: WriteOutcome, seconds: float
+    ) -> Receipt:
         return Receipt(
             backend=name,
             key=key,
@@ -333,6 +392,7 @@ class Store:
             file_synced=outcome.file_synced,
             dir_synced=outcome.dir_synced,
             retries=outcome.retries,
+            seconds=seconds,
         )
 
     def update(self, key: KeyLike, fn: Callable[[Any], T], *, default: Any = _MISSING) -> T:
@@ -453,12 +513,12 @@ class Store:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<Store {os.fspath(self.location)!r} backend={self.default_backend!r} {state}>"
+        return f"<Store {redact(self.location)!r} backend={self.default_backend!r} {state}>"
 
 
 def open_store(
     location: str | os.PathLike[str],
-    backend: str = "atomic",
+    backend: str | None = None,
     *,
     durability: Durability = "fsync",
     routes: Mapping[KeyLike, str] | None = None,
@@ -467,7 +527,7 @@ def open_store(
     read_retry_delay: float = 0.005,
     **options: Any,
 ) -> Store:
-    """Open (creating if needed) the store at ``location``.
+    """Open (creating if needed) the store at ``location``: a directory, or a URI.
 
     ``backend`` is used for every key that neither a plugin's
     ``storage_shim_route`` nor ``routes`` (``{prefix: backend}``, most specific
@@ -476,6 +536,9 @@ def open_store(
     plugins are discovered from the ``storage_shim`` entry-point group;
     ``plugins`` registers a host's own. Remaining ``options`` go to the backend
     factories that accept them (for example ``lock_timeout`` or ``fs``).
+
+    Without ``backend``, a URI location (``postgresql://...``) picks the
+    backend declaring its scheme, and a directory gets ``atomic``.
     """
     if durability not in DURABILITY_LEVELS:
         raise ValueError(

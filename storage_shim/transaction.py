@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -128,11 +129,13 @@ class Transaction:
             if exc_type is None and self._changes and self._backend_tx is not None:
                 name = self._backend_name
                 assert name is not None
+                started = time.perf_counter()
                 with store._errors(name, None, "storage_shim_write_error"):
                     outcome = self._backend_tx.commit(self._changes)
+                seconds = time.perf_counter() - started
                 committed = True
                 self.receipts = [
-                    store._receipt(name, key, data, outcome)
+                    store._receipt(name, key, data, outcome, seconds)
                     for key, data in self._changes.items()
                     if data is not None
                 ]

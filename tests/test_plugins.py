@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import time
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -613,3 +614,86 @@ def test_an_implementation_asking_for_an_unknown_argument_is_refused(tmp_path: P
 
     with pytest.raises(ss.PluginError, match="when"):
         ss.open_store(tmp_path, plugins=[Greedy()])
+
+
+# -- URI schemes ----------------------------------------------------------------------------
+class SchemeBackends:
+    """Two in-memory backends serving URI schemes, as a database plugin would."""
+
+    def __init__(self, *specs: ss.BackendSpec) -> None:
+        self.specs = specs
+
+    @ss.hookimpl
+    def storage_shim_backends(self) -> Iterable[ss.BackendSpec]:
+        return self.specs
+
+
+def scheme_spec(name: str, *schemes: str) -> ss.BackendSpec:
+    return ss.BackendSpec(name, MemoryBackend, f"{name}, in memory", schemes=schemes)
+
+
+def test_a_uri_location_picks_the_backend_declaring_its_scheme() -> None:
+    plugin = SchemeBackends(scheme_spec("db", "fakedb", "FakeDB2"), scheme_spec("other", "oth"))
+    with ss.open_store("fakedb://user@host/name", plugins=[plugin]) as store:
+        assert store.default_backend == "db"
+    with ss.open_store("FAKEDB2://host/name", plugins=[plugin]) as store:
+        assert store.default_backend == "db"  # schemes are case-insensitive
+    with ss.open_store("oth://x", plugins=[plugin]) as store:
+        assert store.default_backend == "other"
+
+
+def test_a_path_still_defaults_to_atomic(tmp_path: Path) -> None:
+    plugin = SchemeBackends(scheme_spec("db", "fakedb"))
+    with ss.open_store(str(tmp_path / "fakedb"), plugins=[plugin]) as store:
+        assert store.default_backend == "atomic"
+
+
+def test_an_unknown_scheme_names_the_known_ones(tmp_path: Path) -> None:
+    plugin = SchemeBackends(scheme_spec("db", "fakedb"))
+    with pytest.raises(ss.UnknownBackendError, match=r"URI scheme 'nosuch'.*fakedb"):
+        ss.open_store("nosuch://host/x", plugins=[plugin])
+    assert not (tmp_path / "nosuch:").exists()
+
+
+def test_a_uri_for_another_backend_is_refused_without_leaking_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    plugin = SchemeBackends(scheme_spec("db", "fakedb"))
+    with pytest.raises(ValueError, match=r"served by backend 'db', not by 'atomic'") as info:
+        ss.open_store("fakedb://bob:hunter2@host/x", "atomic", plugins=[plugin])
+    assert "hunter2" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no directory named after the URI
+
+
+def test_two_backends_claiming_one_scheme_are_refused_naming_both() -> None:
+    plugin = SchemeBackends(scheme_spec("db", "fakedb"), scheme_spec("db2", "fakedb"))
+    with pytest.raises(ss.PluginError, match="db, db2 all declare the scheme 'fakedb'"):
+        ss.open_store("fakedb://host/x", plugins=[plugin])
+
+
+@pytest.mark.parametrize("scheme", ["", "1db", "has space", "a/b"])
+def test_a_malformed_scheme_is_refused_at_registration(scheme: str) -> None:
+    with pytest.raises(ValueError, match="not a URI scheme"):
+        scheme_spec("db", scheme)
+
+
+def test_the_store_repr_hides_passwords() -> None:
+    plugin = SchemeBackends(scheme_spec("db", "fakedb"))
+    location = "fakedb://bob:hunter2@host/x?sslmode=require&password=alsosecret"
+    with ss.open_store(location, plugins=[plugin]) as store:
+        shown = repr(store)
+    assert "hunter2" not in shown
+    assert "alsosecret" not in shown
+    assert "bob:***@host" in shown
+
+
+def test_receipts_time_the_backend_write(tmp_path: Path) -> None:
+    class SlowFS(FileSystem):
+        def fsync(self, fd: int, *, full: bool = False, data_only: bool = False) -> None:
+            time.sleep(0.05)
+            super().fsync(fd, full=full, data_only=data_only)
+
+    with ss.open_store(tmp_path, fs=SlowFS()) as store:
+        receipt = store.write("a", 1)
+    assert receipt.seconds >= 0.05

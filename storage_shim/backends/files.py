@@ -8,6 +8,7 @@ so they can never collide with a key (keys cannot start with a dot).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import logging
 import os
@@ -22,11 +23,13 @@ from .._threads import ThreadKeys
 from .._types import Key
 from ..backend import Backend, Durability, WriteOutcome
 from ..errors import LockTimeoutError, NotFoundError, StorageError, UnsafePathError
-from ..fs import FileSystem
+from ..fs import CREATE_EXCL_FLAGS, FileSystem
 from ..keys import SUFFIX, is_directory_segment, is_valid_segment, relative_path
 
 STATE_DIR = ".storage_shim"
 """The library's private directory inside a store."""
+QUARANTINE_AREA = "quarantine"
+"""Corrupt documents moved aside: ``.storage_shim/quarantine/<UTC time>/<key path>.json``."""
 TEMP_MARKER = ".ss-tmp"
 """Every temporary file the library creates ends with this, so sweeps never touch a user's file."""
 SWEEP_LOCK_WAIT = 0.05
@@ -132,7 +135,7 @@ class FileBackend(Backend):
         space, and the next opening tries again.
         """
         removed: list[str] = []
-        for key, marker, path in self._temporary_files(self.root, ()):
+        for key, marker, path in self.temporary_files():
             lock = self.temporary_file_lock(key, marker)
             if lock is None:
                 continue
@@ -159,6 +162,10 @@ class FileBackend(Backend):
         a marker like ``.jnl.ss-tmp``) returns the lock its writers hold for those.
         """
         return self._lock(key, SWEEP_LOCK_WAIT) if marker == TEMP_MARKER else None
+
+    def temporary_files(self) -> Iterator[tuple[Key, str, str]]:
+        """Every temporary file of this library beside a document: (key, marker, path)."""
+        return self._temporary_files(self.root, ())
 
     def _temporary_files(self, directory: str, prefix: Key) -> Iterator[tuple[Key, str, str]]:
         try:
@@ -229,6 +236,32 @@ class FileBackend(Backend):
                 stem = entry.name[: -len(SUFFIX)]
                 if is_valid_segment(stem):
                     yield (*prefix, stem)
+
+    def quarantine(self, key: Key, data: bytes) -> str | None:
+        """Copy the bytes under the quarantine durably, then remove the document.
+
+        A copy rather than a rename, so each backend removes the document its own
+        way (the journal through its log, ``lockfile`` with its backup).
+        """
+        with self.lock(key):
+            try:
+                if self.read(key) != data:
+                    return None
+            except NotFoundError:
+                return None
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+            area = (STATE_DIR, QUARANTINE_AREA, stamp, *key[:-1])
+            target = self._checked(key, area, key[-1] + SUFFIX)
+            self.fs.makedirs(os.path.dirname(target), sync=True, full=self._full)
+            fd = self.fs.open(target, CREATE_EXCL_FLAGS)
+            try:
+                self.fs.write_all(fd, data)
+                self.fs.fsync(fd, full=self._full)
+            finally:
+                self.fs.close(fd)
+            self.fs.fsync_dir(os.path.dirname(target), full=self._full)
+            self.remove(key)
+            return target
 
     # -- writing helpers ------------------------------------------------------------
     def prepare_directory(self, path: str) -> None:

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import orjson
 
@@ -46,6 +47,29 @@ _ROTATION_SIZE = records.RECORD_HEADER_SIZE + 8
 
 def segment_name(number: int) -> str:
     return f"{number:012d}{SEGMENT_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class JournalState:
+    """What :meth:`JournalBackend.inspect` found: the log as recovery would see it."""
+
+    directory: str
+    pointer: int | None
+    """The segment the checkpoint pointer names; None before the first commit."""
+    segments: tuple[str, ...]
+    """Every segment file present; more than one means a checkpoint was interrupted."""
+    commits: int
+    """Transactions in the log since the last checkpoint: replayed by the next opening."""
+    log_bytes: int
+    documents: Mapping[Key, bytes | None]
+    """The latest committed bytes of each document the log holds (None: removed)."""
+    torn: bool
+    """The log ends in bytes that are not a valid record: a torn write (or one in flight)."""
+    temporary_files: tuple[str, ...]
+
+    @property
+    def needs_recovery(self) -> bool:
+        return bool(self.commits or self.torn or len(self.segments) > 1 or self.temporary_files)
 
 
 class _Window:
@@ -612,6 +636,43 @@ class JournalBackend(FileBackend):
         else:
             self._remove_segments(keep=pointer)
         return repaired
+
+    def inspect(self) -> JournalState | None:
+        """The log's state, changing nothing (``storage-shim doctor``); None without a journal.
+
+        Call it on a backend the store has not opened (so not recovered): a
+        running journal would lose its position. Without the writer lock, a
+        commit in flight in another process looks like a torn tail.
+        """
+        try:
+            entries = sorted(entry.name for entry in self.fs.scandir(self.directory))
+        except FileNotFoundError:
+            return None
+        segments = tuple(name for name in entries if name.endswith(SEGMENT_SUFFIX))
+        temporary = tuple(name for name in entries if name.endswith(JOURNAL_TEMP_MARKER))
+        pointer = self._read_pointer()
+        if pointer is None:
+            return JournalState(self.directory, None, segments, 0, 0, {}, False, temporary)
+        with self._state:
+            self._adopt(*self._open_segment(pointer))
+            try:
+                self._catch_up_writer()
+                assert self._header is not None
+                return JournalState(
+                    directory=self.directory,
+                    pointer=pointer,
+                    segments=segments,
+                    commits=self._next_seq - 1 - self._header.base_seq,
+                    log_bytes=self._offset - HEADER_SIZE,
+                    documents=dict(self._index),
+                    torn=self._torn,
+                    temporary_files=temporary,
+                )
+            finally:
+                self.fs.close(self._fd)
+                self._fd, self._header = -1, None
+                self._index.clear()
+                self._seqs.clear()
 
     def _refuse_orphan_segments(self) -> None:
         """Without a pointer, segments may only be the empty first one of an interrupted start."""

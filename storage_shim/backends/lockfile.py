@@ -160,7 +160,7 @@ class LockfileBackend(FileBackend):
 
     def _restore_interrupted(self) -> Sequence[Key]:
         restored: list[Key] = []
-        for key, backup in self._backups():
+        for key, backup in self.interrupted_writes():
             try:
                 with self.lock(key):
                     self._sweep_temps(backup)
@@ -170,7 +170,7 @@ class LockfileBackend(FileBackend):
                 logger.warning("could not restore %s from its backup yet: %s", backup, exc)
         return restored
 
-    def _backups(self) -> Iterator[tuple[Key, str]]:
+    def interrupted_writes(self) -> Iterator[tuple[Key, str]]:
         """Every key with a backup or a backup's temporary file, with its backup path."""
         area = self._checked((STATE_DIR,), (STATE_DIR, _BACKUP_AREA), "")
         seen: set[Key] = set()

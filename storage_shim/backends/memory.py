@@ -25,6 +25,7 @@ class MemoryBackend(Backend):
 
     def __init__(self, location: object = None) -> None:
         self.documents: dict[Key, bytes] = {}
+        self.quarantined: list[tuple[Key, bytes]] = []
         self._locks: defaultdict[Key, threading.RLock] = defaultdict(threading.RLock)
         self._guard = threading.Lock()
 
@@ -45,6 +46,13 @@ class MemoryBackend(Backend):
 
     def exists(self, key: Key) -> bool:
         return key in self.documents
+
+    def quarantine(self, key: Key, data: bytes) -> str | None:
+        with self.lock(key):
+            if self.documents.get(key) != data:
+                return None
+            self.quarantined.append((key, self.documents.pop(key)))
+            return f"memory quarantine #{len(self.quarantined)}"
 
     def list(self, prefix: Key) -> Iterable[Key]:
         n = len(prefix)

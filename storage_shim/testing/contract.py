@@ -330,6 +330,54 @@ class BackendContract:
             assert reason in info.value.reason
         assert backend.read(key) == raw
 
+    def test_a_corrupt_document_can_be_quarantined_by_a_hook(
+        self, store_factory: StoreFactory, tmp_path: Path
+    ) -> None:
+        quarantined: list[tuple[ss.Key, str | None]] = []
+
+        class Quarantine:
+            @ss.hookimpl
+            def storage_shim_on_corrupt(self, key: ss.Key) -> str | None:
+                return "quarantine" if key[0] == "bad" else None
+
+            @ss.hookimpl
+            def storage_shim_quarantined(self, key: ss.Key, error: ss.CorruptDocumentError) -> None:
+                quarantined.append((key, error.quarantined_to))
+
+        store = store_factory(plugins=[Quarantine()], read_retries=0)
+        backend = store.backend(self.backend)
+        kept, moved = ss.parse_key("kept/doc"), ss.parse_key("bad/doc")
+        for key in (kept, moved):
+            backend.write(key, b'{"cut": ')
+        with pytest.raises(ss.CorruptDocumentError):
+            store.read(kept)  # the hook answered None: raise, as without it
+        try:
+            assert store.get(moved, "default") == "default"
+        except ss.UnsupportedOperationError:
+            pytest.skip(f"backend {self.backend!r} has no quarantine (Backend.quarantine)")
+        assert store.update(moved, lambda n: n + 1, default=0) == 1
+        assert store.read(moved) == 1
+        assert backend.read(kept) == b'{"cut": '
+        assert len(quarantined) == 1
+        key, where = quarantined[0]
+        assert key == moved
+        assert where
+        if os.path.isfile(where):  # a file backend keeps the bytes as a file
+            assert Path(where).read_bytes() == b'{"cut": '
+
+    def test_quarantine_moves_nothing_once_the_document_changed(self, store: ss.Store) -> None:
+        backend = store.backend(self.backend)
+        key = ss.parse_key("bad/doc")
+        backend.write(key, b"{corrupt")
+        try:
+            assert backend.quarantine(key, b"{other bytes") is None
+        except ss.UnsupportedOperationError:
+            pytest.skip(f"backend {self.backend!r} has no quarantine (Backend.quarantine)")
+        assert backend.read(key) == b"{corrupt"
+        assert backend.quarantine(key, b"{corrupt")
+        with pytest.raises(ss.NotFoundError):
+            backend.read(key)
+
     # -- refusals -------------------------------------------------------------------
     @pytest.mark.parametrize(
         ("bad", "json_path"),

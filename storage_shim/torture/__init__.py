@@ -9,6 +9,7 @@ that no acknowledged write was lost. ``storage-shim torture`` prints the table.
 
 from __future__ import annotations
 
+from ..progress import Progress
 from .document import GOOD, TORN, classify_read, intact_version, make_document
 from .errors import TortureError
 from .kill import KillReport, KillRound, run_kill_rounds
@@ -18,7 +19,6 @@ from .runner import (
     DEFAULT_SIZE,
     DEFAULT_UPDATERS,
     DEFAULT_UPDATES,
-    Progress,
     Result,
     run_torture,
     select_backends,

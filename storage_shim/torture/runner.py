@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
 
 from ..backend import BackendSpec, Capabilities, Durability
 from ..errors import UnknownBackendError
+from ..progress import Progress
 from ..store import backend_specs
 from .document import make_document
 from .errors import TortureError
@@ -23,7 +24,6 @@ DEFAULT_SIZE = 1_500_000
 DEFAULT_UPDATERS = 2
 DEFAULT_UPDATES = 300
 
-Progress = Callable[[str, float], None]
 """Told what runs now and the fraction (0 to 1) of the whole run that is done."""
 
 

@@ -1,14 +1,15 @@
-"""The progress bar of ``storage-shim torture``, on standard error."""
+"""The progress bar of the long commands (torture, doctor, migrate), on standard error."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tqdm import tqdm
 
-from .runner import Progress
+Progress = Callable[[str, float], None]
+"""``progress(what, fraction)``: the work in hand and the fraction of it done."""
 
 _STEPS = 1000
 
