@@ -13,10 +13,12 @@ from typing import Any
 
 import orjson
 
-from . import __version__
+from . import __version__, doctor, migrate
 from .backend import DURABILITY_LEVELS, BackendSpec, Capabilities
 from .errors import NotFoundError, StorageError
 from .keys import format_key, parse_key, parse_prefix
+from .locations import redact, uri_scheme
+from .progress import progress_bar
 from .store import Store, backend_specs, open_store
 from .torture import (
     DEFAULT_READERS,
@@ -27,10 +29,11 @@ from .torture import (
     run_torture,
 )
 from .torture import report as torture_report
-from .torture.progress import progress_bar
 
 PROG = "storage-shim"
-DEFAULT_BACKEND = "atomic"
+
+LOCATION_HELP = "a directory, or a URI such as postgresql://host/db"
+BACKEND_HELP = "the backend (default: the one serving the URI's scheme, else atomic)"
 
 GUARANTEES: tuple[tuple[str, str, Callable[[Capabilities], bool]], ...] = (
     ("torn_reads_possible", "torn reads possible?", lambda c: not c.atomic_reads),
@@ -91,6 +94,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
                     for name in Capabilities.__dataclass_fields__
                 },
                 "guarantees": guarantees(spec),
+                "schemes": list(spec.schemes),
             }
             for spec in specs.values()
         ]
@@ -107,7 +111,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 def _open(args: argparse.Namespace, **options: Any) -> Store:
     """Open an existing store: reading commands must not create a directory by mistake."""
-    if not os.path.isdir(args.location):
+    if uri_scheme(args.location) is None and not os.path.isdir(args.location):
         raise StorageError(f"no store at {args.location!r}: not a directory")
     return open_store(args.location, backend=args.backend, **options)
 
@@ -209,6 +213,123 @@ def cmd_torture(args: argparse.Namespace) -> int:
     for backend, problem in broken:
         print(f"{PROG}: torture: {backend}: {problem}", file=sys.stderr)
     return 1 if broken else 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    with open_store(args.location, backend=args.backend) as store:
+        name = store.default_backend
+    print(f"{redact(args.location)}: ready ({name})")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    check = doctor.repair if args.repair else doctor.diagnose
+    with progress_bar(args.progress) as progress:
+        diagnosis = check(args.location, args.backend, progress=progress)
+    if args.json:
+        _emit(orjson.dumps(diagnosis.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _emit(doctor_report(diagnosis))
+    return 1 if diagnosis.problems else 0
+
+
+def doctor_report(diagnosis: doctor.Diagnosis) -> str:
+    lines = [f"{diagnosis.location}: {diagnosis.documents:,} documents"]
+    lines += [f"  repaired: {what}" for what in diagnosis.repairs]
+    for finding in diagnosis.findings:
+        mark = "PROBLEM" if finding.problem else "ok"
+        lines.append(f"  {mark:<7} {finding.kind}: {finding.path}: {finding.detail}")
+    problems = len(diagnosis.problems)
+    if problems:
+        hint = "" if diagnosis.repairs else f"; '{PROG} doctor --repair' fixes what it can"
+        lines.append(f"{problems} problem{'s' * (problems != 1)} found{hint}")
+    else:
+        lines.append("no problems found")
+    return "\n".join(lines) + "\n"
+
+
+def add_doctor_command(commands: Any) -> None:
+    text = (
+        "check every document and the library's own files for what crashes left behind"
+        " (corrupt documents, temporary files, interrupted rewrites, the journal); exits 1"
+        " when it finds a problem. Run it while the application is stopped."
+    )
+    sub = commands.add_parser("doctor", help=text.split(";", maxsplit=1)[0], description=text)
+    sub.add_argument("location", metavar="LOCATION", help=LOCATION_HELP)
+    sub.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="for a store that keeps no files (a directory is examined whatever wrote it)",
+    )
+    sub.add_argument(
+        "--repair",
+        action="store_true",
+        help="recover interrupted writes and the journal, delete leftover temporary files and"
+        " move corrupt documents to <location>/.storage_shim/quarantine/ (never deleted)",
+    )
+    sub.add_argument("--json", action="store_true", help="print the report as JSON")
+    _progress_option(sub)
+    sub.set_defaults(run=cmd_doctor)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    with progress_bar(args.progress) as progress:
+        result = migrate.migrate(
+            args.source,
+            args.destination,
+            from_backend=args.from_backend,
+            to_backend=args.to_backend,
+            progress=progress,
+        )
+    if args.json:
+        _emit(orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _emit(migration_report(result))
+    return 0 if result.ok else 1
+
+
+def migration_report(result: migrate.Migration) -> str:
+    lines = [
+        f"{result.source} -> {result.destination}",
+        f"  {result.documents:,} documents: {result.copied:,} copied,"
+        f" {result.unchanged:,} already there",
+    ]
+    for label, keys, advice in (
+        ("corrupt in the source, not copied", result.corrupt, f"run '{PROG} doctor' on it"),
+        ("changed while copying", result.mismatched, "run the migration again"),
+        ("missing after the copy", result.missing, "run the migration again"),
+    ):
+        if keys:
+            shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+            lines.append(f"  {len(keys):,} {label} ({advice}): {shown}")
+    if result.ok:
+        lines.append(f"  verified: every document's SHA-256 matches ({result.documents:,})")
+    return "\n".join(lines) + "\n"
+
+
+def add_migrate_command(commands: Any) -> None:
+    text = (
+        "copy every document from SOURCE to DEST (any two backends: a directory to"
+        " postgresql://... for instance), then verify the count and each document's SHA-256;"
+        " safe to run again after an interruption"
+    )
+    sub = commands.add_parser("migrate", help=text.split(",", maxsplit=1)[0], description=text)
+    sub.add_argument("source", metavar="SOURCE", help=LOCATION_HELP)
+    sub.add_argument("destination", metavar="DEST", help=LOCATION_HELP)
+    sub.add_argument("--from-backend", metavar="NAME", help=BACKEND_HELP)
+    sub.add_argument("--to-backend", metavar="NAME", help=BACKEND_HELP)
+    sub.add_argument("--json", action="store_true", help="print the result as JSON")
+    _progress_option(sub)
+    sub.set_defaults(run=cmd_migrate)
+
+
+def _progress_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw a progress bar on standard error (default: when it is a terminal)",
+    )
 
 
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kKmM]?)B?")
@@ -318,12 +439,7 @@ def add_torture_command(commands: Any) -> None:
         help="the writers' durability (default: none, to rewrite as often as possible)",
     )
     torture.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    torture.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="draw a progress bar on standard error (default: when it is a terminal)",
-    )
+    _progress_option(torture)
     torture.set_defaults(run=cmd_torture)
 
 
@@ -344,13 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("location", metavar="LOCATION", help="the store's directory")
-        sub.add_argument(
-            "--backend",
-            default=DEFAULT_BACKEND,
-            metavar="NAME",
-            help=f"the backend to use (default: {DEFAULT_BACKEND}; see '{PROG} backends')",
-        )
+        sub.add_argument("location", metavar="LOCATION", help=LOCATION_HELP)
+        sub.add_argument("--backend", metavar="NAME", help=BACKEND_HELP)
         return sub
 
     ls = data_command("ls", "list the keys below PREFIX (default: all), one per line")
@@ -377,6 +488,15 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("-f", "--force", action="store_true", help="succeed when there is no document")
     rm.set_defaults(run=cmd_rm)
 
+    init = data_command(
+        "init",
+        "create what the store needs (its directory, a database schema) and exit; for"
+        " deployments that forbid creating them at run time",
+    )
+    init.set_defaults(run=cmd_init)
+
+    add_doctor_command(commands)
+    add_migrate_command(commands)
     add_torture_command(commands)
     return parser
 
