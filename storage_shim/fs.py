@@ -20,6 +20,7 @@ import threading
 
 if sys.platform == "darwin":  # pragma: no cover
     import fcntl
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -57,20 +58,45 @@ def _full_sync(fd: int) -> None:
 
 
 class _FileLock:
-    def __init__(self, path: str, timeout: float) -> None:
-        # No soft-lock fallback: a lock file left by a dead process would freeze others.
-        self._lock = filelock.FileLock(
-            path, timeout=timeout, poll_interval=0.001, fallback_to_soft=False
-        )
+    def __init__(self, lock: filelock.BaseFileLock, timeout: float) -> None:
+        self._lock = lock
+        self._timeout = timeout
 
     def __enter__(self) -> None:
         try:
-            self._lock.acquire()
+            self._lock.acquire(timeout=self._timeout)
         except filelock.Timeout as exc:
             raise TimeoutError(str(exc)) from None
 
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release()
+
+
+class _LockCache:
+    """The most recently used file-lock objects, by path: building one costs more than using it.
+
+    filelock keeps each thread's hold apart (``thread_local``), and the backends
+    let one thread at a time take a given path, so sharing an object is safe.
+    """
+
+    size = 1024
+
+    def __init__(self) -> None:
+        self._locks: OrderedDict[str, filelock.BaseFileLock] = OrderedDict()
+        self._guard = threading.Lock()
+
+    def get(self, path: str) -> filelock.BaseFileLock:
+        with self._guard:
+            lock = self._locks.get(path)
+            if lock is not None:
+                self._locks.move_to_end(path)
+                return lock
+            # No soft-lock fallback: a lock file left by a dead process would freeze others.
+            lock = filelock.FileLock(path, poll_interval=0.001, fallback_to_soft=False)
+            self._locks[path] = lock
+            if len(self._locks) > self.size:
+                self._locks.popitem(last=False)  # a holder keeps its object alive
+            return lock
 
 
 @dataclass(frozen=True)
@@ -160,7 +186,10 @@ class FileSystem:
         holder, so a crashed process never leaves a stale lock. The library never
         locks a data file: a rename-replace would leave the lock on the old inode.
         """
-        return _FileLock(path, timeout)
+        cache = self.__dict__.get("_lock_cache")
+        if cache is None:  # set lazily: subclasses need not call __init__
+            cache = self.__dict__.setdefault("_lock_cache", _LockCache())
+        return _FileLock(cache.get(path), timeout)
 
     def scandir(self, path: str) -> Iterator[Entry]:
         with os.scandir(path) as entries:
