@@ -46,9 +46,9 @@ def storage_shim_route(key: Key, store: Store) -> str | None:
     ``storage_shim_route_targets``, or ``None`` to let another plugin decide.
     The first non-``None`` answer wins. The host's ``routes=`` mapping is the
     last implementation consulted (``trylast``), and the store's ``backend=``
-    is used when every implementation returns ``None``. Called on every
-    operation, so keep it cheap and deterministic: a key must keep its backend
-    for the life of the store.
+    is used when every implementation returns ``None``. Keep it deterministic:
+    a key keeps its backend for the life of the store, which remembers the
+    answers for the last few thousand keys and asks again for the others.
     """
 
 

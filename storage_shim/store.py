@@ -43,6 +43,7 @@ from .transaction import Transaction
 
 T = TypeVar("T")
 DEFAULT_BACKEND = "atomic"
+_ROUTES_REMEMBERED = 4096
 logger = logging.getLogger("storage_shim")
 _MISSING: Any = object()
 _READ_ERROR = "storage_shim_read_error"
@@ -83,6 +84,7 @@ class Store:
         self._updating = ThreadKeys()  # keys whose update() fn this thread is running
         self._transacting = ThreadFlag()  # this thread has a transaction open
         self._closed = False
+        self._routed: dict[Key, str] = {}
         self.targets: frozenset[str] = self._collect_targets()
         self._check_options()
 
@@ -169,6 +171,16 @@ class Store:
         return self._route(parse_key(key))
 
     def _route(self, key: Key) -> str:
+        """The backend for ``key``; remembered, as the hook contract lets a key keep its backend."""
+        name = self._routed.get(key)
+        if name is None:
+            name = self._ask_route(key)
+            if len(self._routed) >= _ROUTES_REMEMBERED:
+                self._routed.clear()
+            self._routed[key] = name
+        return name
+
+    def _ask_route(self, key: Key) -> str:
         try:
             name: object = self.hook.storage_shim_route(key=key, store=self)
         except Exception as exc:
