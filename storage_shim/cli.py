@@ -113,7 +113,7 @@ def _open(args: argparse.Namespace, **options: Any) -> Store:
     """Open an existing store: reading commands must not create a directory by mistake."""
     if uri_scheme(args.location) is None and not os.path.isdir(args.location):
         raise StorageError(f"no store at {args.location!r}: not a directory")
-    return open_store(args.location, backend=args.backend, **options)
+    return open_store(args.location, backend=args.backend, **args.options, **options)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -152,7 +152,9 @@ def read_stdin_json() -> Any:
 def cmd_put(args: argparse.Namespace) -> int:
     key = parse_key(args.key)
     value = read_stdin_json()
-    with open_store(args.location, backend=args.backend, durability=args.durability) as store:
+    with open_store(
+        args.location, backend=args.backend, durability=args.durability, **args.options
+    ) as store:
         receipt = store.write(key, value)
     line = {
         "key": format_key(receipt.key),
@@ -216,7 +218,7 @@ def cmd_torture(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    with open_store(args.location, backend=args.backend) as store:
+    with open_store(args.location, backend=args.backend, **args.options) as store:
         name = store.default_backend
     print(f"{redact(args.location)}: ready ({name})")
     return 0
@@ -225,7 +227,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     check = doctor.repair if args.repair else doctor.diagnose
     with progress_bar(args.progress) as progress:
-        diagnosis = check(args.location, args.backend, progress=progress)
+        diagnosis = check(args.location, args.backend, progress=progress, **args.options)
     if args.json:
         _emit(orjson.dumps(diagnosis.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -268,6 +270,7 @@ def add_doctor_command(commands: Any) -> None:
         " move corrupt documents to <location>/.storage_shim/quarantine/ (never deleted)",
     )
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
+    _options_option(sub)
     _progress_option(sub)
     sub.set_defaults(run=cmd_doctor)
 
@@ -280,6 +283,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             from_backend=args.from_backend,
             to_backend=args.to_backend,
             progress=progress,
+            **args.options,
         )
     if args.json:
         _emit(orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -319,8 +323,40 @@ def add_migrate_command(commands: Any) -> None:
     sub.add_argument("--from-backend", metavar="NAME", help=BACKEND_HELP)
     sub.add_argument("--to-backend", metavar="NAME", help=BACKEND_HELP)
     sub.add_argument("--json", action="store_true", help="print the result as JSON")
+    _options_option(sub)
     _progress_option(sub)
     sub.set_defaults(run=cmd_migrate)
+
+
+def _option(text: str) -> tuple[str, Any]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+class _Options(argparse.Action):
+    def __call__(
+        self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None
+    ) -> None:
+        setattr(namespace, self.dest, {**getattr(namespace, self.dest), value[0]: value[1]})
+
+
+def _options_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "-o",
+        "--option",
+        dest="options",
+        action=_Options,
+        type=_option,
+        default={},
+        metavar="NAME=VALUE",
+        help="a backend option, such as lock_timeout=5 or schema=app (VALUE is JSON when it"
+        " parses, else text); repeatable",
+    )
 
 
 def _progress_option(sub: argparse.ArgumentParser) -> None:
@@ -462,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("location", metavar="LOCATION", help=LOCATION_HELP)
         sub.add_argument("--backend", metavar="NAME", help=BACKEND_HELP)
+        _options_option(sub)
         return sub
 
     ls = data_command("ls", "list the keys below PREFIX (default: all), one per line")

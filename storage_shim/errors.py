@@ -95,6 +95,14 @@ class UnknownBackendError(StorageError, LookupError):
         )
 
 
+class InvalidOptionError(StorageError, TypeError):
+    """``open_store`` got an option that none of the store's backends accepts (a typo, usually)."""
+
+
+class InvalidLocationError(StorageError, ValueError):
+    """The location does not suit the backend: a URI for a file backend, or another scheme."""
+
+
 class UnsupportedOperationError(StorageError):
     """The backend does not offer this operation (for example transactions)."""
 

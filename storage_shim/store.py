@@ -27,6 +27,8 @@ from .backend import (
 )
 from .errors import (
     CorruptDocumentError,
+    InvalidLocationError,
+    InvalidOptionError,
     NotFoundError,
     PluginError,
     StorageError,
@@ -70,6 +72,8 @@ class Store:
         options: Mapping[str, Any],
     ) -> None:
         self.location = location
+        self._closed = False
+        self._backends: dict[str, Backend] = {}
         self.durability: Durability = durability
         self.routes = routes
         self.plugin_manager = plugin_manager
@@ -79,11 +83,9 @@ class Store:
         self.specs: Mapping[str, BackendSpec] = collect_backend_specs(plugin_manager)
         self.default_backend = self._backend_for_location(backend)
         self._options = dict(options)
-        self._backends: dict[str, Backend] = {}
         self._guard = threading.Lock()
         self._updating = ThreadKeys()  # keys whose update() fn this thread is running
         self._transacting = ThreadFlag()  # this thread has a transaction open
-        self._closed = False
         self._routed: dict[Key, str] = {}
         self.targets: frozenset[str] = self._collect_targets()
         self._check_options()
@@ -108,10 +110,11 @@ class Store:
                 known = sorted({s for spec in self.specs.values() for s in spec.schemes})
                 raise UnknownBackendError(scheme, known, kind="URI scheme")
             return serving[0]
-        if serving and backend not in serving:
-            raise ValueError(
-                f"{redact(self.location)!r} is a {scheme}:// URI, served by backend"
-                f" {serving[0]!r}, not by {backend!r}"
+        named = self._spec(backend).schemes
+        if named and scheme not in named:
+            raise InvalidLocationError(
+                f"backend {backend!r} serves {', '.join(named)}:// locations,"
+                f" not {redact(self.location)!r}"
             )
         return backend
 
@@ -132,7 +135,7 @@ class Store:
         for name in self.targets:
             unused -= set(accepted_options(self._spec(name).factory, self._options))
         if unused:
-            raise TypeError(
+            raise InvalidOptionError(
                 f"option(s) {', '.join(sorted(unused))} accepted by none of the backends "
                 f"{', '.join(sorted(self.targets))}"
             )

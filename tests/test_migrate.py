@@ -121,3 +121,13 @@ def test_init_creates_the_store_and_says_so(
     assert main(["init", str(tmp_path / "new"), "--backend", "journal"]) == 0
     assert "ready (journal)" in capsys.readouterr().out
     assert (tmp_path / "new" / ".storage_shim" / "journal").is_dir()
+
+
+def test_backend_options_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = str(tmp_path / "new")
+    assert main(["init", location, "--backend", "journal", "-o", "publish_delay=null"]) == 0
+    assert main(["init", location, "-o", "lock_timeout=2.5", "--option", "fs_typo=1"]) == 1
+    assert "fs_typo accepted by none of the backends atomic" in capsys.readouterr().err
+    assert main(["init", location, "-o", "not an option"]) == 2

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import errno
-import time
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -660,10 +660,15 @@ def test_a_uri_for_another_backend_is_refused_without_leaking_its_password(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     plugin = SchemeBackends(scheme_spec("db", "fakedb"))
-    with pytest.raises(ValueError, match=r"served by backend 'db', not by 'atomic'") as info:
+    with pytest.raises(ss.InvalidLocationError, match=r"in a directory, not at 'fakedb://") as info:
         ss.open_store("fakedb://bob:hunter2@host/x", "atomic", plugins=[plugin])
     assert "hunter2" not in str(info.value)
     assert list(tmp_path.iterdir()) == []  # no directory named after the URI
+    other = SchemeBackends(scheme_spec("db", "fakedb"), scheme_spec("other", "oth"))
+    with pytest.raises(ss.InvalidLocationError, match=r"serves oth:// locations, not 'fakedb"):
+        ss.open_store("fakedb://bob:hunter2@host/x", "other", plugins=[other])
+    with ss.open_store("fakedb://host/x", "memory", plugins=[plugin]) as store:
+        assert store.default_backend == "memory"  # a backend without schemes takes any location
 
 
 def test_two_backends_claiming_one_scheme_are_refused_naming_both() -> None:

@@ -22,9 +22,16 @@ from collections.abc import Iterator, Sequence
 from .._threads import ThreadKeys
 from .._types import Key
 from ..backend import Backend, Durability, WriteOutcome
-from ..errors import LockTimeoutError, NotFoundError, StorageError, UnsafePathError
+from ..errors import (
+    InvalidLocationError,
+    LockTimeoutError,
+    NotFoundError,
+    StorageError,
+    UnsafePathError,
+)
 from ..fs import CREATE_EXCL_FLAGS, FileSystem
 from ..keys import SUFFIX, is_directory_segment, is_valid_segment, relative_path
+from ..locations import redact, uri_scheme
 
 STATE_DIR = ".storage_shim"
 """The library's private directory inside a store."""
@@ -71,6 +78,10 @@ class FileBackend(Backend):
         lock_timeout: float = 30.0,
         fs: FileSystem | None = None,
     ) -> None:
+        if uri_scheme(location) is not None:
+            raise InvalidLocationError(
+                f"{type(self).__name__} keeps files in a directory, not at {redact(location)!r}"
+            )
         self.root = os.path.abspath(os.fspath(location))
         self.durability = durability
         self.lock_timeout = lock_timeout
