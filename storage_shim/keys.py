@@ -100,7 +100,14 @@ def parse_prefix(prefix: KeyLike) -> Key:
     return parse_key(prefix)
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_-](?:[A-Za-z0-9_.-]{0,198}[A-Za-z0-9_-])?")
+"""Names valid at a glance (ASCII, no dot first or last), unless they start like a device."""
+_DEVICE_STARTS = frozenset(name[:3] for name in _WINDOWS_DEVICES)
+
+
 def is_valid_segment(segment: str) -> bool:
+    if _PLAIN.fullmatch(segment) and segment[:3].upper() not in _DEVICE_STARTS:
+        return True
     return _segment_problem(segment) is None
 
 

@@ -111,7 +111,7 @@ class Store:
                 raise UnknownBackendError(scheme, known, kind="URI scheme")
             return serving[0]
         named = self._spec(backend).schemes
-        if named and scheme not in named:
+        if named and scheme is not None and scheme not in named:
             raise InvalidLocationError(
                 f"backend {backend!r} serves {', '.join(named)}:// locations,"
                 f" not {redact(self.location)!r}"

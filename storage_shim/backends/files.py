@@ -7,6 +7,7 @@ so they can never collide with a key (keys cannot start with a dot).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime
 import errno
@@ -231,22 +232,26 @@ class FileBackend(Backend):
         yield from self._walk(self._checked(prefix, prefix, ""), prefix)
 
     def _walk(self, directory: str, prefix: Key) -> Iterator[Key]:
+        found: builtins.list[Key] = []
+        self._collect(directory, prefix, found)
+        return iter(found)
+
+    def _collect(self, directory: str, prefix: Key, found: builtins.list[Key]) -> None:
+        """Depth first into ``found``: one list, not a generator per directory level."""
         try:
             entries = list(self.fs.scandir(directory))
         except (FileNotFoundError, NotADirectoryError):
             return
-        for entry in entries:
-            if entry.name.startswith("."):
+        for name, is_dir, is_file in entries:
+            if name[0] == ".":
                 continue
-            if entry.is_dir:
-                if is_valid_segment(entry.name) and is_directory_segment(entry.name):
-                    yield from self._walk(
-                        os.path.join(directory, entry.name), (*prefix, entry.name)
-                    )
-            elif entry.is_file and entry.name.endswith(SUFFIX):
-                stem = entry.name[: -len(SUFFIX)]
+            if is_dir:
+                if is_valid_segment(name) and is_directory_segment(name):
+                    self._collect(os.path.join(directory, name), (*prefix, name), found)
+            elif is_file and name.endswith(SUFFIX):
+                stem = name[: -len(SUFFIX)]
                 if is_valid_segment(stem):
-                    yield (*prefix, stem)
+                    found.append((*prefix, stem))
 
     def quarantine(self, key: Key, data: bytes) -> str | None:
         """Copy the bytes under the quarantine durably, then remove the document.
