@@ -72,6 +72,7 @@ class Store:
         options: Mapping[str, Any],
     ) -> None:
         self.location = location
+        self.default_backend = backend or "?"  # decided below, once the specs are known
         self._closed = False
         self._backends: dict[str, Backend] = {}
         self.durability: Durability = durability

@@ -29,7 +29,18 @@ def selected_backends() -> tuple[str, ...]:
 
 
 GENERAL_MODULES = frozenset(
-    {"test_cli.py", "test_codec.py", "test_docs.py", "test_keys.py", "test_plugins.py"}
+    {
+        "test_aio.py",
+        "test_bench.py",
+        "test_cli.py",
+        "test_codec.py",
+        "test_docs.py",
+        "test_doctor.py",
+        "test_keys.py",
+        "test_migrate.py",
+        "test_plugins.py",
+        "test_shim.py",
+    }
 )
 """Tests of no backend in particular: they run where the default backend, atomic, is tested."""
 BACKEND_MODULES = {"test_journal.py": "journal"}

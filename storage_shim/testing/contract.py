@@ -331,7 +331,7 @@ class BackendContract:
         assert backend.read(key) == raw
 
     def test_a_corrupt_document_can_be_quarantined_by_a_hook(
-        self, store_factory: StoreFactory, tmp_path: Path
+        self, store_factory: StoreFactory, store_options: dict[str, Any]
     ) -> None:
         quarantined: list[tuple[ss.Key, str | None]] = []
 
@@ -344,7 +344,8 @@ class BackendContract:
             def storage_shim_quarantined(self, key: ss.Key, error: ss.CorruptDocumentError) -> None:
                 quarantined.append((key, error.quarantined_to))
 
-        store = store_factory(plugins=[Quarantine()], read_retries=0)
+        plugins = [*store_options.get("plugins", ()), Quarantine()]
+        store = store_factory(plugins=plugins, read_retries=0)
         backend = store.backend(self.backend)
         kept, moved = ss.parse_key("kept/doc"), ss.parse_key("bad/doc")
         for key in (kept, moved):
