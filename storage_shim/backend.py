@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -241,6 +240,8 @@ class BackendSpec:
 
 def accepted_options(factory: BackendFactory, options: dict[str, Any]) -> dict[str, Any]:
     """The subset of ``options`` that ``factory`` accepts (all of them with ``**kwargs``)."""
+    import inspect  # noqa: PLC0415  # only when a store opens: import storage_shim stays quick
+
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):

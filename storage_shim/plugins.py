@@ -6,7 +6,6 @@ open several stores never see each other's plugins.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
@@ -68,6 +67,8 @@ def load_entry_points(pm: pluggy.PluginManager) -> None:
     naming it: silently running without a plugin that routes keys would write
     documents where the host does not expect them.
     """
+    import importlib.metadata  # noqa: PLC0415  # here, not at import: it costs more than the rest
+
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
