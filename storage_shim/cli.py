@@ -19,6 +19,7 @@ from .errors import NotFoundError, StorageError
 from .keys import format_key, parse_key, parse_prefix
 from .locations import redact, uri_scheme
 from .progress import progress_bar
+from .shim.cli import add_run_command
 from .store import Store, backend_specs, open_store
 from .torture import (
     DEFAULT_READERS,
@@ -534,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_doctor_command(commands)
     add_migrate_command(commands)
+    add_run_command(commands)
     add_torture_command(commands)
     return parser
 
