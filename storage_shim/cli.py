@@ -283,6 +283,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             args.destination,
             from_backend=args.from_backend,
             to_backend=args.to_backend,
+            from_options=args.from_options,
+            to_options=args.to_options,
             progress=progress,
             **args.options,
         )
@@ -325,6 +327,8 @@ def add_migrate_command(commands: Any) -> None:
     sub.add_argument("--to-backend", metavar="NAME", help=BACKEND_HELP)
     sub.add_argument("--json", action="store_true", help="print the result as JSON")
     _options_option(sub)
+    _options_option(sub, "--from-option", "from_options", "SOURCE's")
+    _options_option(sub, "--to-option", "to_options", "DEST's")
     _progress_option(sub)
     sub.set_defaults(run=cmd_migrate)
 
@@ -346,17 +350,19 @@ class _Options(argparse.Action):
         setattr(namespace, self.dest, {**getattr(namespace, self.dest), value[0]: value[1]})
 
 
-def _options_option(sub: argparse.ArgumentParser) -> None:
+def _options_option(
+    sub: argparse.ArgumentParser, flag: str = "--option", dest: str = "options", whose: str = "a"
+) -> None:
+    flags = ("-o", flag) if flag == "--option" else (flag,)
     sub.add_argument(
-        "-o",
-        "--option",
-        dest="options",
+        *flags,
+        dest=dest,
         action=_Options,
         type=_option,
         default={},
         metavar="NAME=VALUE",
-        help="a backend option, such as lock_timeout=5 or schema=app (VALUE is JSON when it"
-        " parses, else text); repeatable",
+        help=f"{whose} backend option, such as lock_timeout=5 or schema=app (VALUE is JSON"
+        " when it parses, else text); repeatable",
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,17 +77,20 @@ def migrate(
     *,
     from_backend: str | None = None,
     to_backend: str | None = None,
+    from_options: Mapping[str, Any] | None = None,
+    to_options: Mapping[str, Any] | None = None,
     progress: Progress = _quiet,
     **options: Any,
 ) -> Migration:
     """Copy every document of ``source`` to ``destination``, then verify them all.
 
-    Backends default to the location's URI scheme, else ``atomic``. Options go
-    to both stores (``durability``, ``plugins``...).
+    Backends default to the location's URI scheme, else ``atomic``. ``options``
+    go to both stores (``durability``, ``plugins``...), ``from_options`` and
+    ``to_options`` to one (``schema="app"`` for a PostgreSQL destination).
     """
     with (
-        open_store(source, from_backend, **options) as src,
-        open_store(destination, to_backend, **options) as dst,
+        open_store(source, from_backend, **{**options, **(from_options or {})}) as src,
+        open_store(destination, to_backend, **{**options, **(to_options or {})}) as dst,
     ):
         reader, writer = _only_backend(src), _only_backend(dst)
         if reader.namespace == writer.namespace:

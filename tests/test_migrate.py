@@ -131,3 +131,10 @@ def test_backend_options_on_the_command_line(
     assert main(["init", location, "-o", "lock_timeout=2.5", "--option", "fs_typo=1"]) == 1
     assert "fs_typo accepted by none of the backends atomic" in capsys.readouterr().err
     assert main(["init", location, "-o", "not an option"]) == 2
+
+
+def test_options_for_one_side_only(source: Path, tmp_path: Path) -> None:
+    destination = str(tmp_path / "destination")
+    argv = ["migrate", str(source), destination, "--to-backend", "journal"]
+    assert main([*argv, "-o", "publish_delay=null"]) == 1  # atomic, the source, refuses it
+    assert main([*argv, "--to-option", "publish_delay=null", "--progress"]) == 0
