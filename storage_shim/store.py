@@ -25,6 +25,8 @@ from .backend import (
     WriteOutcome,
     accepted_options,
 )
+from .backends.files import STATE_DIR
+from .backends.journal import JOURNAL_DIR, POINTER
 from .errors import (
     CorruptDocumentError,
     InvalidLocationError,
@@ -45,6 +47,7 @@ from .transaction import Transaction
 
 T = TypeVar("T")
 DEFAULT_BACKEND = "atomic"
+JOURNAL = "journal"
 _ROUTES_REMEMBERED = 4096
 logger = logging.getLogger("storage_shim")
 _MISSING: Any = object()
@@ -167,6 +170,21 @@ class Store:
                         raise
                     self._backends[name] = created
             return self._backends[name]
+
+    def _replay_a_journal_left_behind(self) -> None:
+        """Fold in a journal's log even when no key routes to the journal any more.
+
+        Otherwise its commits not yet checkpointed (after a crash, or once the
+        plugin routing keys to it is gone) would stay hidden from the other
+        backends, and a later journal opening would replay them over newer files.
+        """
+        if JOURNAL in self.targets or JOURNAL not in self.specs:
+            return
+        if uri_scheme(self.location) is not None:
+            return
+        pointer = os.path.join(os.fspath(self.location), STATE_DIR, JOURNAL_DIR, POINTER)
+        if os.path.exists(pointer):
+            self.backend(JOURNAL)  # its recovery replays and checkpoints
 
     def backend_for(self, key: KeyLike) -> str:
         """The name of the backend that routing picks for ``key``."""
@@ -576,6 +594,7 @@ def open_store(
         options=options,
     )
     try:
+        store._replay_a_journal_left_behind()
         for name in sorted(store.targets):
             store.backend(name)  # recovery runs on open, not on the first write
         store._notify("storage_shim_store_opened")

@@ -208,3 +208,18 @@ def test_a_store_that_keeps_no_files_is_read_through_its_backend() -> None:
     diagnosis = doctor.diagnose("anywhere", "memory")
     assert diagnosis.documents == 0
     assert diagnosis.problems == []
+
+
+def test_a_store_without_the_journal_still_replays_its_log_first(tmp_path: Path) -> None:
+    """A plugin routed keys to the journal, the process died, the plugin is gone."""
+    with ss.open_store(tmp_path, "journal") as store:
+        store.write(("doc", "0"), {"i": "old"})
+    kill_journal_writer(tmp_path)
+    assert json.loads((tmp_path / "doc" / "0.json").read_bytes()) == {"i": "old"}
+    with ss.open_store(tmp_path, "atomic") as store:
+        assert store.read("doc/0") == {"i": "latest"}
+        assert store.read("doc/4") == {"i": 4}
+        store.write(("doc", "0"), {"i": "newest"})
+    with ss.open_store(tmp_path, "journal") as store:  # nothing old is replayed over it
+        assert store.read("doc/0") == {"i": "newest"}
+    assert doctor.diagnose(tmp_path).problems == []
