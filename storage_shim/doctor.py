@@ -130,7 +130,7 @@ def diagnose(
         data = logged.get(key)
         if key in logged and data is None:
             continue  # removed by a commit the log still holds
-        _check_document(files, key, data, interrupted, diagnosis)
+        _check_document(files, key, data, diagnosis, interrupted)
     for key, backup in sorted(interrupted.items()):
         diagnosis.findings.append(
             Finding(
@@ -162,16 +162,17 @@ def _specs(options: dict[str, Any]) -> Mapping[str, BackendSpec]:
 
 
 def _check_document(
-    files: FileBackend,
+    backend: Backend,
     key: Key,
     data: bytes | None,
-    interrupted: dict[Key, str],
     diagnosis: Diagnosis,
+    interrupted: Mapping[Key, str] | None = None,
 ) -> None:
-    path = files.location_of(key)
+    """Read (unless ``data`` came from a log) and parse one document; note what is wrong."""
+    path = backend.location_of(key)
     if data is None:
         try:
-            data = files.read(key)
+            data = backend.read(key)
         except NotFoundError:
             return  # removed since it was listed
         except (OSError, StorageError) as exc:
@@ -180,7 +181,7 @@ def _check_document(
     try:
         codec.decode(data)
     except ValueError as exc:
-        if key not in interrupted:  # a torn rewrite that repair restores is reported as such
+        if interrupted is None or key not in interrupted:  # repair restores a torn rewrite
             reason = codec.describe_invalid(data, exc)
             diagnosis.findings.append(Finding("corrupt_document", path, reason, key))
 
@@ -245,24 +246,8 @@ def _diagnose_store(
         diagnosis.documents = len(keys)
         for done, key in enumerate(keys, 1):
             progress(f"reading {len(keys):,} documents", done / len(keys))
-            _check_stored(instance, key, diagnosis)
+            _check_document(instance, key, None, diagnosis)
     return diagnosis
-
-
-def _check_stored(backend: Backend, key: Key, diagnosis: Diagnosis) -> None:
-    path = backend.location_of(key)
-    try:
-        data = backend.read(key)
-    except NotFoundError:
-        return
-    except (OSError, StorageError) as exc:
-        diagnosis.findings.append(Finding("unreadable_document", path, str(exc), key))
-        return
-    try:
-        codec.decode(data)
-    except ValueError as exc:
-        reason = codec.describe_invalid(data, exc)
-        diagnosis.findings.append(Finding("corrupt_document", path, reason, key))
 
 
 def repair(
