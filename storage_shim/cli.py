@@ -15,6 +15,7 @@ import orjson
 
 from . import __version__, doctor, migrate
 from .backend import DURABILITY_LEVELS, BackendSpec, Capabilities
+from .bench.cli import add_bench_command
 from .errors import NotFoundError, StorageError
 from .keys import format_key, parse_key, parse_prefix
 from .locations import redact, uri_scheme
@@ -543,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_migrate_command(commands)
     add_run_command(commands)
     add_torture_command(commands)
+    add_bench_command(commands)
     return parser
 
 
