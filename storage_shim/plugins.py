@@ -6,8 +6,11 @@ open several stores never see each other's plugins.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pluggy
 
@@ -67,9 +70,7 @@ def load_entry_points(pm: pluggy.PluginManager) -> None:
     naming it: silently running without a plugin that routes keys would write
     documents where the host does not expect them.
     """
-    import importlib.metadata  # noqa: PLC0415  # here, not at import: it costs more than the rest
-
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for ep in _entry_points():
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
@@ -80,6 +81,32 @@ def load_entry_points(pm: pluggy.PluginManager) -> None:
             raise PluginError(
                 f"plugin {ep.name!r} ({ep.value}, from {dist}) failed to load: {exc}"
             ) from exc
+
+
+_scanned: tuple[tuple[tuple[str, int], ...], tuple[Any, ...]] | None = None
+
+
+def _entry_points() -> tuple[Any, ...]:
+    """The group's entry points, scanned again only when a ``sys.path`` folder changed.
+
+    Scanning every installed distribution costs most of opening a store;
+    installing or removing one changes its folder's modification time.
+    """
+    global _scanned  # noqa: PLW0603  # one cache per process, like importlib's own
+    import importlib.metadata  # noqa: PLC0415  # here, not at import: it costs more than the rest
+
+    state = tuple((entry, _mtime(entry)) for entry in sys.path)
+    if _scanned is None or _scanned[0] != state:
+        found = tuple(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        _scanned = (state, found)
+    return _scanned[1]
+
+
+def _mtime(entry: str) -> int:
+    try:
+        return os.stat(entry or ".").st_mtime_ns
+    except OSError:
+        return -1
 
 
 def collect_backend_specs(pm: pluggy.PluginManager) -> Mapping[str, BackendSpec]:
