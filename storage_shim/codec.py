@@ -8,6 +8,8 @@ nothing is written.
 
 from __future__ import annotations
 
+import codecs
+import json
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -43,8 +45,38 @@ def encode(value: object) -> bytes:
 
 
 def decode(data: bytes) -> Any:
-    """Parse JSON bytes; raises ``orjson.JSONDecodeError`` (a ``ValueError``)."""
-    return orjson.loads(data)
+    """Parse JSON bytes as Python's ``json`` does, at orjson's speed; a ``ValueError`` if not JSON.
+
+    A few documents that Python's ``json.dump`` writes and ``json.load`` reads
+    back, orjson refuses: NaN and Infinity, lone surrogates, a BOM, UTF-16.
+    Those are read by the standard library, so a file another program wrote
+    that way is a document, not a corrupt one.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        if not python_may_read(data):
+            raise
+        try:
+            return json.loads(data)
+        except RecursionError as exc:
+            raise ValueError("nested too deeply") from exc
+
+
+_ONLY_PYTHON_READS = (b"NaN", b"Infinity", b"\\ud", b"\\uD")
+"""What Python's json writes and reads back but orjson refuses: constants and lone surrogates."""
+
+
+def python_may_read(data: bytes, encoding: str | None = None) -> bool:
+    """Whether the standard library may read what orjson refused (``encoding``: a text handle's)."""
+    if encoding is not None and codecs.lookup(encoding).name != "utf-8":
+        return True
+    head = data[:4]
+    return (
+        head.startswith(codecs.BOM_UTF8)
+        or b"\x00" in head
+        or any(marker in data for marker in _ONLY_PYTHON_READS)
+    )
 
 
 def describe_invalid(data: bytes, error: Exception) -> str:

@@ -22,7 +22,7 @@ from .backend import Backend, BackendSpec
 from .backends.atomic import AtomicBackend
 from .backends.files import QUARANTINE_AREA, STATE_DIR, FileBackend
 from .backends.journal import JournalBackend, JournalState
-from .backends.lockfile import LockfileBackend
+from .backends.lockfile import LockfileBackend, backup_of
 from .errors import CorruptJournalError, NotFoundError, StorageError, StorageIOError
 from .fs import FileSystem
 from .keys import format_key
@@ -190,8 +190,8 @@ def _inspect_journal(root: str, fs: FileSystem, diagnosis: Diagnosis) -> Journal
     backend = JournalBackend(root, fs=fs, publish_delay=None)
     try:
         journal = backend.inspect()
-    except CorruptJournalError as exc:
-        diagnosis.findings.append(Finding("journal", backend.directory, str(exc)))
+    except (CorruptJournalError, OSError) as exc:
+        diagnosis.findings.append(Finding("journal", backend.directory, f"unreadable: {exc}"))
         return None
     diagnosis.journal = journal
     if journal is None:
@@ -250,6 +250,34 @@ def _diagnose_store(
     return diagnosis
 
 
+def _keep_what_backups_would_replace(
+    location: str | os.PathLike[str], options: dict[str, Any]
+) -> list[str]:
+    """Copy each valid document a ``lockfile`` backup is about to replace into the quarantine.
+
+    A backup is the version before an interrupted rewrite; but the key may have
+    been written since by another backend, and that newer document must survive.
+    """
+    fs = options.get("fs") or FileSystem()
+    lockfile = LockfileBackend(os.fspath(location), fs=fs)
+    kept = []
+    for key, backup in lockfile.interrupted_writes():
+        try:
+            current = fs.read_file(lockfile.path(key))
+            saved = fs.read_file(backup)
+        except OSError:
+            continue
+        if saved == backup_of(current):
+            continue
+        try:
+            codec.decode(current)
+        except ValueError:
+            continue  # the torn rewrite itself: the backup is what it was
+        moved = lockfile.keep_in_quarantine(key, current)
+        kept.append(f"kept {lockfile.path(key)}, newer than its lockfile backup, as {moved}")
+    return kept
+
+
 def repair(
     location: str | os.PathLike[str],
     backend: str | None = None,
@@ -271,6 +299,8 @@ def repair(
     if before.journal is not None and before.journal.needs_recovery:
         recoverers.append("journal")
     if uri_scheme(location) is None and _keeps_files(backend, options):
+        if "lockfile" in recoverers:
+            repairs += _keep_what_backups_would_replace(location, options)
         for name in recoverers:
             open_store(location, name, **options).close()
             repairs.append(f"opened the store with {name!r}, which recovered it")

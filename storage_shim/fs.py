@@ -72,11 +72,19 @@ class _FileLock:
         self._lock.release()
 
 
+def _new_file_lock(path: str) -> filelock.BaseFileLock:
+    # No soft-lock fallback: a lock file left by a dead process would freeze others.
+    return filelock.FileLock(path, poll_interval=0.001, fallback_to_soft=False)
+
+
 class _LockCache:
     """The most recently used file-lock objects, by path: building one costs more than using it.
 
-    filelock keeps each thread's hold apart (``thread_local``), and the backends
-    let one thread at a time take a given path, so sharing an object is safe.
+    filelock keeps each thread's hold apart (``thread_local``), so threads
+    sharing an object exclude each other as processes do. A thread already
+    holding a path gets a fresh object instead (another store on the same file
+    system object must wait, not re-enter), and so does a forked child, which
+    filelock refuses to let reuse its parent's objects.
     """
 
     size = 1024
@@ -84,19 +92,21 @@ class _LockCache:
     def __init__(self) -> None:
         self._locks: OrderedDict[str, filelock.BaseFileLock] = OrderedDict()
         self._guard = threading.Lock()
+        self._pid = os.getpid()
 
     def get(self, path: str) -> filelock.BaseFileLock:
         with self._guard:
+            if self._pid != os.getpid():
+                self._locks.clear()
+                self._pid = os.getpid()
             lock = self._locks.get(path)
-            if lock is not None:
+            if lock is None:
+                lock = self._locks[path] = _new_file_lock(path)
+                if len(self._locks) > self.size:
+                    self._locks.popitem(last=False)  # a holder keeps its object alive
+            else:
                 self._locks.move_to_end(path)
-                return lock
-            # No soft-lock fallback: a lock file left by a dead process would freeze others.
-            lock = filelock.FileLock(path, poll_interval=0.001, fallback_to_soft=False)
-            self._locks[path] = lock
-            if len(self._locks) > self.size:
-                self._locks.popitem(last=False)  # a holder keeps its object alive
-            return lock
+        return _new_file_lock(path) if lock.is_locked else lock
 
 
 class Entry(NamedTuple):
@@ -171,6 +181,10 @@ class FileSystem:
 
     def unlink(self, path: str) -> None:
         os.unlink(path)
+
+    def link(self, src: str, dst: str) -> None:
+        """A second name for ``src``; ``FileExistsError`` when ``dst`` exists."""
+        os.link(src, dst)
 
     def mkdir(self, path: str) -> None:
         os.mkdir(path)

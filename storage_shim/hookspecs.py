@@ -73,9 +73,10 @@ def storage_shim_on_corrupt(store: Store, key: Key, error: CorruptDocumentError)
     the backend's quarantine (files: ``<location>/.storage_shim/quarantine/
     <timestamp>/<key path>.json``) and carry on as if the key were missing:
     ``read`` raises :class:`~storage_shim.NotFoundError`, ``get`` returns its
-    default and ``update`` starts from its default. Nothing is ever replaced
-    by a default in place. Called after the store's read retries, so the bytes
-    were corrupt each time; the first non-``None`` answer wins.
+    default, ``update`` starts from its default and ``read_many`` leaves it
+    out. Nothing is ever replaced by a default in place. Called after the
+    store's read retries, so the bytes were corrupt each time; the first
+    non-``None`` answer wins.
     """
 
 

@@ -6,11 +6,15 @@ import os
 import re
 import urllib.parse
 
-_URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+_URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://")
+"""Two characters at least: ``C://data`` is a Windows drive, not a URI."""
+_SECRET_KEYWORD = re.compile(r"(?i)\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)")
+"""``password=...`` or ``sslpassword=...`` in a query or a libpq keyword string."""
+_HIDDEN = "***"
 
 
 def uri_scheme(location: str | os.PathLike[str]) -> str | None:
-    """The lower-cased scheme of a ``scheme://`` location; None for a path (``C:\\x`` included)."""
+    """The lower-cased scheme of a ``scheme://`` location; None for a path."""
     if not isinstance(location, str):
         return None
     match = _URI.match(location)
@@ -18,17 +22,19 @@ def uri_scheme(location: str | os.PathLike[str]) -> str | None:
 
 
 def redact(location: str | os.PathLike[str]) -> str:
-    """The location as text, with a URI's password (in the user part or the query) as ``***``."""
-    text = os.fspath(location)
-    if uri_scheme(text) is None:
+    """The location as text with every password (user part, query, keyword) as ``***``."""
+    text = _SECRET_KEYWORD.sub(lambda m: m[1] + _HIDDEN, os.fspath(location))
+    scheme = uri_scheme(text)
+    if scheme is None:
         return text
-    original = parts = urllib.parse.urlsplit(text)
-    if parts.password is not None:
-        user = urllib.parse.quote(parts.username or "", safe="")
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{user}:***@{host}")
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    if any(name.lower() == "password" for name, _ in query):
-        hidden = [(n, "***" if n.lower() == "password" else v) for n, v in query]
-        parts = parts._replace(query=urllib.parse.urlencode(hidden, safe="*"))
-    return text if parts == original else urllib.parse.urlunsplit(parts)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        password = parts.password
+    except ValueError:  # not a well-formed URI: show none of what follows the scheme
+        return f"{scheme}://{_HIDDEN}"
+    if password is None or password == _HIDDEN:
+        return text
+    user = urllib.parse.quote(parts.username or "", safe="")
+    host = parts.netloc.rpartition("@")[2]
+    rest = text[len(parts.scheme) + 3 + len(parts.netloc) :]
+    return f"{parts.scheme}://{user}:{_HIDDEN}@{host}{rest}"

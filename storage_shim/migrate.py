@@ -10,6 +10,7 @@ compared by SHA-256.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
@@ -19,9 +20,9 @@ from typing import Any
 from . import codec
 from ._types import Key
 from .backend import Backend
-from .errors import NotFoundError, UnsupportedOperationError
+from .errors import NotFoundError, StorageIOError, UnsupportedOperationError
 from .keys import format_key
-from .locations import redact
+from .locations import redact, uri_scheme
 from .progress import Progress
 from .store import Store, open_store
 
@@ -43,6 +44,8 @@ class Migration:
     mismatched: list[str] = field(default_factory=list)
     """Documents that differ after the copy (changed in the source meanwhile: run it again)."""
     missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    """Documents in the destination that the source does not have (kept; not an error)."""
 
     @property
     def ok(self) -> bool:
@@ -59,6 +62,7 @@ class Migration:
             "corrupt": self.corrupt,
             "mismatched": self.mismatched,
             "missing": self.missing,
+            "extra": self.extra,
             "ok": self.ok,
         }
 
@@ -88,6 +92,8 @@ def migrate(
     go to both stores (``durability``, ``plugins``...), ``from_options`` and
     ``to_options`` to one (``schema="app"`` for a PostgreSQL destination).
     """
+    if uri_scheme(source) is None and not os.path.isdir(source):
+        raise StorageIOError(errno.ENOENT, "no store to migrate from", os.fspath(source))
     with (
         open_store(source, from_backend, **{**options, **(from_options or {})}) as src,
         open_store(destination, to_backend, **{**options, **(to_options or {})}) as dst,
@@ -105,6 +111,7 @@ def migrate(
         with dst._errors(f"migrate {src.default_backend} to {dst.default_backend}", None):
             _copy(keys, reader, writer, result, progress)
             _verify(keys, reader, writer, result, progress)
+            result.extra = [format_key(k) for k in sorted(set(dst.list()) - set(keys))]
     return result
 
 

@@ -26,7 +26,7 @@ from .backend import (
     accepted_options,
 )
 from .backends.files import STATE_DIR
-from .backends.journal import JOURNAL_DIR, POINTER
+from .backends.journal import JOURNAL_DIR, POINTER, JournalBackend
 from .errors import (
     CorruptDocumentError,
     InvalidLocationError,
@@ -39,6 +39,7 @@ from .errors import (
     UnknownBackendError,
     UnsupportedOperationError,
 )
+from .fs import FileSystem
 from .keys import format_key, parse_key, parse_prefix
 from .locations import redact, uri_scheme
 from .plugins import collect_backend_specs, get_plugin_manager
@@ -53,6 +54,10 @@ logger = logging.getLogger("storage_shim")
 _MISSING: Any = object()
 _READ_ERROR = "storage_shim_read_error"
 _WRITE_ERROR = "storage_shim_write_error"
+
+
+class _Quarantined(NotFoundError):
+    """The document was corrupt and a hook moved it aside: the key reads as missing."""
 
 
 class Store:
@@ -105,9 +110,12 @@ class Store:
         """``backend``, or the one serving the location's URI scheme, or ``atomic`` for a path."""
         scheme = uri_scheme(self.location)
         serving = sorted(name for name, spec in self.specs.items() if scheme in spec.schemes)
-        if len(serving) > 1:
-            raise PluginError(f"backends {', '.join(serving)} all declare the scheme {scheme!r}")
         if backend is None:
+            if len(serving) > 1:
+                raise PluginError(
+                    f"backends {', '.join(serving)} all declare the scheme {scheme!r};"
+                    " choose one with backend="
+                )
             if scheme is None:
                 return DEFAULT_BACKEND
             if not serving:
@@ -178,13 +186,18 @@ class Store:
         plugin routing keys to it is gone) would stay hidden from the other
         backends, and a later journal opening would replay them over newer files.
         """
-        if JOURNAL in self.targets or JOURNAL not in self.specs:
+        if JOURNAL not in self.specs or any(self._keeps_a_journal(n) for n in self.targets):
             return
         if uri_scheme(self.location) is not None:
             return
         pointer = os.path.join(os.fspath(self.location), STATE_DIR, JOURNAL_DIR, POINTER)
-        if os.path.exists(pointer):
+        fs = self._options.get("fs")
+        if (fs if isinstance(fs, FileSystem) else FileSystem()).exists(pointer):
             self.backend(JOURNAL)  # its recovery replays and checkpoints
+
+    def _keeps_a_journal(self, name: str) -> bool:
+        factory = self._spec(name).factory
+        return isinstance(factory, type) and issubclass(factory, JournalBackend)
 
     def backend_for(self, key: KeyLike) -> str:
         """The name of the backend that routing picks for ``key``."""
@@ -302,7 +315,7 @@ class Store:
 
     def _decode(self, key: Key, name: str, backend: Backend, data: bytes) -> Any:
         """Parse ``data``; bytes that do not parse are read again a few times before giving up."""
-        attempt = 0
+        attempt = quarantines = 0
         while True:
             try:
                 return codec.decode(data)
@@ -310,9 +323,13 @@ class Store:
                 if attempt >= self.read_retries:
                     reason = codec.describe_invalid(data, exc)
                     error = CorruptDocumentError(key, backend.location_of(key), reason)
-                    if not self._quarantined(key, name, backend, data, error):
+                    quarantines += 1  # bounded: a writer may keep replacing corrupt bytes
+                    if quarantines > 3 or not self._quarantined(key, name, backend, data, error):
                         raise error from exc
-                    data = backend.read(key)  # NotFoundError, or a document written since
+                    try:
+                        data = backend.read(key)  # a document written since, if any
+                    except NotFoundError:
+                        raise _Quarantined(key) from None
                     attempt = 0
                     continue
             time.sleep(self.read_retry_delay * 2**attempt)
@@ -364,7 +381,8 @@ class Store:
             backend = self.backend(name)
             with self._errors(name, None, _READ_ERROR):
                 for key, data in backend.read_many(wanted).items():
-                    found[key] = self._decode(key, name, backend, data)
+                    with contextlib.suppress(_Quarantined):
+                        found[key] = self._decode(key, name, backend, data)
         return found
 
     def get(self, key: KeyLike, default: Any = None) -> Any:

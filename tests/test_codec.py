@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import json
 import os
 import subprocess
 import sys
@@ -169,7 +170,7 @@ CORRUPT: list[tuple[bytes, str]] = [
     (b'{"a": 1', "invalid JSON ("),
     (b'{"a": 1}\x00\x00', "invalid JSON ("),
     (b'{"a": 1}{"a": 2}', "invalid JSON ("),
-    (b'{"a": NaN}', "invalid JSON ("),
+    (b'{"a": NaX}', "invalid JSON ("),
     (b"\xff\xfe{}", "invalid JSON ("),
     (b"   \n", "invalid JSON ("),
 ]
@@ -201,3 +202,23 @@ def test_a_store_reports_why_a_document_is_corrupt(
     assert str(error) == f"corrupt document at {error.path}: {error.reason}"
     assert isinstance(error.__cause__, ValueError)
     assert (tmp_path / "cfg.json").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        (json.dumps({"x": float("nan")}).encode(), "nan"),
+        (json.dumps({"x": float("inf")}).encode(), "inf"),
+        (b"\xef\xbb\xbf" + b'{"x": 1}', 1),
+        (json.dumps({"x": "\ud800"}).encode(), "\ud800"),
+        ('{"x": 2}'.encode("utf-16"), 2),
+    ],
+    ids=["nan", "infinity", "bom", "lone_surrogate", "utf16"],
+)
+def test_what_pythons_json_writes_reads_back(written: bytes, expected: object) -> None:
+    """orjson refuses these; a file another program wrote with json.dump is not corrupt."""
+    value = codec.decode(written)["x"]
+    if expected in ("nan", "inf"):
+        assert str(value) == expected
+    else:
+        assert value == expected

@@ -104,7 +104,7 @@ def test_the_simulation_overrides_every_primitive() -> None:
     }
     assert primitives == {
         "open", "close", "write", "read", "pwrite", "pread", "fstat", "fsync", "ftruncate",
-        "chmod", "fsync_dir", "replace", "unlink", "mkdir", "lstat", "lock", "scandir",
+        "chmod", "fsync_dir", "replace", "unlink", "link", "mkdir", "lstat", "lock", "scandir",
     }  # fmt: skip
     assert sorted(primitives - set(vars(SimFS))) == []
 

@@ -223,3 +223,38 @@ def test_a_store_without_the_journal_still_replays_its_log_first(tmp_path: Path)
     with ss.open_store(tmp_path, "journal") as store:  # nothing old is replayed over it
         assert store.read("doc/0") == {"i": "newest"}
     assert doctor.diagnose(tmp_path).problems == []
+
+
+def test_repair_keeps_a_newer_document_that_a_stale_lockfile_backup_replaces(
+    tmp_path: Path,
+) -> None:
+    """A lockfile rewrite died; later another backend wrote the key again."""
+    with ss.open_store(tmp_path, "lockfile") as store:
+        store.write("cfg", {"v": 1})
+        old = store.backend("lockfile").read(("cfg",))
+    backup = tmp_path / STATE_DIR / _BACKUP_AREA / "cfg.json"
+    backup.parent.mkdir(parents=True, exist_ok=True)
+    backup.write_bytes(_PRESENT + old)
+    with ss.open_store(tmp_path, "atomic") as store:
+        store.write("cfg", {"v": 7})
+    repaired = doctor.repair(tmp_path)
+    assert repaired.problems == []
+    kept = [p.read_bytes() for p in (tmp_path / STATE_DIR / QUARANTINE_AREA).rglob("cfg.json")]
+    assert [json.loads(k) for k in kept] == [{"v": 7}]
+    with ss.open_store(tmp_path, "lockfile") as store:
+        assert store.read("cfg") == {"v": 1}  # old-or-new: the backup's version, as promised
+
+
+def test_files_written_by_pythons_json_are_documents_not_corruption(tmp_path: Path) -> None:
+    (tmp_path / "nan.json").write_text(json.dumps({"x": float("nan")}))
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + b'{"x": 1}')
+    assert doctor.diagnose(tmp_path).problems == []
+    assert doctor.repair(tmp_path).repairs == []
+
+
+def test_a_live_journal_refuses_inspection(tmp_path: Path) -> None:
+    with ss.open_store(tmp_path, "journal") as store:
+        store.write("a", 1)
+        with pytest.raises(ss.UnsupportedOperationError):
+            store.backend("journal").inspect()  # type: ignore[attr-defined]
+        assert store.read("a") == 1

@@ -138,3 +138,16 @@ def test_options_for_one_side_only(source: Path, tmp_path: Path) -> None:
     argv = ["migrate", str(source), destination, "--to-backend", "journal"]
     assert main([*argv, "-o", "publish_delay=null"]) == 1  # atomic, the source, refuses it
     assert main([*argv, "--to-option", "publish_delay=null", "--progress"]) == 0
+
+
+def test_a_missing_source_is_refused_and_extra_documents_are_named(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ss.StorageIOError, match="no store to migrate from"):
+        migrate(tmp_path / "typo", tmp_path / "destination")
+    assert not (tmp_path / "typo").exists()
+    destination = tmp_path / "destination"
+    with ss.open_store(destination) as store:
+        store.write("only/here", 1)
+    assert main(["migrate", str(source), str(destination)]) == 0
+    assert "1 in DEST only, kept (not in SOURCE): only/here" in capsys.readouterr().out

@@ -14,6 +14,7 @@ import pytest
 import storage_shim as ss
 from storage_shim.backends import MemoryBackend
 from storage_shim.fs import FileSystem
+from storage_shim.locations import redact, uri_scheme
 from storage_shim.plugins import collect_backend_specs, get_plugin_manager
 
 BUILTINS = ["atomic", "journal", "lockfile", "memory", "naive"]
@@ -702,3 +703,27 @@ def test_receipts_time_the_backend_write(tmp_path: Path) -> None:
     with ss.open_store(tmp_path, fs=SlowFS()) as store:
         receipt = store.write("a", 1)
     assert receipt.seconds >= 0.05
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("host=db password=hunter2 dbname=app", "host=db password=*** dbname=app"),
+        ("postgresql://u@h/d?sslpassword=hunter2", "postgresql://u@h/d?sslpassword=***"),
+        ("postgresql://u:hunter2@[::1/x", "postgresql://***"),
+        ("postgresql:///db?password=hunter2", "postgresql:///db?password=***"),
+    ],
+)
+def test_passwords_are_hidden_in_every_form(location: str, shown: str) -> None:
+    assert redact(location) == shown
+
+
+def test_a_windows_drive_is_not_a_uri_scheme() -> None:
+    assert uri_scheme("C://data") is None
+    assert uri_scheme("sqlite:///data") == "sqlite"
+
+
+def test_an_explicit_backend_settles_a_scheme_two_backends_declare() -> None:
+    plugin = SchemeBackends(scheme_spec("db", "fakedb"), scheme_spec("db2", "fakedb"))
+    with ss.open_store("fakedb://host/x", "db2", plugins=[plugin]) as store:
+        assert store.default_backend == "db2"

@@ -254,10 +254,11 @@ class FileBackend(Backend):
                     found.append((*prefix, stem))
 
     def quarantine(self, key: Key, data: bytes) -> str | None:
-        """Copy the bytes under the quarantine durably, then remove the document.
+        """Move the document's file into the quarantine, by rename, under the key's lock.
 
-        A copy rather than a rename, so each backend removes the document its own
-        way (the journal through its log, ``lockfile`` with its backup).
+        The file itself moves, so a program outside the library that replaced
+        it meanwhile loses nothing: bytes other than ``data`` go back where they
+        were, unless an even newer file is there by then.
         """
         with self.lock(key):
             try:
@@ -265,19 +266,43 @@ class FileBackend(Backend):
                     return None
             except NotFoundError:
                 return None
-            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-            area = (STATE_DIR, QUARANTINE_AREA, stamp, *key[:-1])
-            target = self._checked(key, area, key[-1] + SUFFIX)
+            path, target = self.path(key), self.quarantine_path(key)
             self.fs.makedirs(os.path.dirname(target), sync=True, full=self._full)
-            fd = self.fs.open(target, CREATE_EXCL_FLAGS)
             try:
-                self.fs.write_all(fd, data)
-                self.fs.fsync(fd, full=self._full)
-            finally:
-                self.fs.close(fd)
+                self.fs.replace(path, target)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
             self.fs.fsync_dir(os.path.dirname(target), full=self._full)
-            self.remove(key)
-            return target
+            self.fs.fsync_dir(os.path.dirname(path), full=self._full)
+            if self.fs.read_file(target) == data:
+                return target
+            try:
+                self.fs.link(target, path)  # fails if an even newer file is there: keep that
+            except OSError as exc:
+                logger.warning("left %s in the quarantine, not put back: %s", target, exc)
+                return None
+            self.fs.unlink(target)
+            self.fs.fsync_dir(os.path.dirname(path), full=self._full)
+            return None
+
+    def quarantine_path(self, key: Key) -> str:
+        """A new ``.storage_shim/quarantine/<UTC time>/<key path>.json``."""
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        area = (STATE_DIR, QUARANTINE_AREA, stamp, *key[:-1])
+        return self._checked(key, area, key[-1] + SUFFIX)
+
+    def keep_in_quarantine(self, key: Key, data: bytes) -> str:
+        """Write a durable copy of ``data`` into the quarantine; returns its path."""
+        target = self.quarantine_path(key)
+        self.fs.makedirs(os.path.dirname(target), sync=True, full=self._full)
+        fd = self.fs.open(target, CREATE_EXCL_FLAGS)
+        try:
+            self.fs.write_all(fd, data)
+            self.fs.fsync(fd, full=self._full)
+        finally:
+            self.fs.close(fd)
+        self.fs.fsync_dir(os.path.dirname(target), full=self._full)
+        return target
 
     # -- writing helpers ------------------------------------------------------------
     def prepare_directory(self, path: str) -> None:

@@ -24,7 +24,13 @@ import orjson
 
 from .._types import Key
 from ..backend import BackendSpec, BackendTransaction, Capabilities, Durability, WriteOutcome
-from ..errors import BackendPoisonedError, CorruptJournalError, NotFoundError, StoreClosedError
+from ..errors import (
+    BackendPoisonedError,
+    CorruptJournalError,
+    NotFoundError,
+    StoreClosedError,
+    UnsupportedOperationError,
+)
 from ..fs import CREATE_EXCL_FLAGS, READ_WRITE_FLAGS, FileSystem
 from ..journal import records
 from ..journal.group_commit import GroupCommit
@@ -637,13 +643,29 @@ class JournalBackend(FileBackend):
             self._remove_segments(keep=pointer)
         return repaired
 
+    def quarantine(self, key: Key, data: bytes) -> str | None:
+        """A document the log holds is copied out and removed through the log; a file moves."""
+        with self._writer:
+            with self._state:
+                self._catch_up_writer()
+                logged = self._index.get(key)
+            if logged is None:
+                return super().quarantine(key, data)
+            if logged != data:
+                return None
+            target = self.keep_in_quarantine(key, data)
+            self.remove(key)
+            return target
+
     def inspect(self) -> JournalState | None:
         """The log's state, changing nothing (``storage-shim doctor``); None without a journal.
 
         Call it on a backend the store has not opened (so not recovered): a
-        running journal would lose its position. Without the writer lock, a
-        commit in flight in another process looks like a torn tail.
+        running journal would lose its position, so it refuses. Without the
+        writer lock, a commit in flight in another process looks like a torn tail.
         """
+        if self._fd >= 0 or self._publisher is not None:
+            raise UnsupportedOperationError("inspect() is for a journal no store has opened")
         try:
             entries = sorted(entry.name for entry in self.fs.scandir(self.directory))
         except FileNotFoundError:

@@ -30,6 +30,13 @@ _PRESENT = b"storage-shim backup v1 present\n"
 _ABSENT = b"storage-shim backup v1 absent\n"
 """A backup of a document that did not exist: recovery removes what the crash left."""
 _BACKUP_AREA = "backup"
+
+
+def backup_of(previous: bytes | None) -> bytes:
+    """The backup file's content for a document holding ``previous`` (None: no document)."""
+    return _ABSENT if previous is None else _PRESENT + previous
+
+
 logger = logging.getLogger("storage_shim")
 
 
@@ -104,7 +111,7 @@ class LockfileBackend(FileBackend):
         backup = self.private_path(_BACKUP_AREA, key, SUFFIX)
         self.prepare_directory(backup)
         temp = self.temp_path(backup)
-        content = _ABSENT if previous is None else _PRESENT + previous
+        content = backup_of(previous)
         try:
             self.write_file(temp, content, CREATE_EXCL_FLAGS)
             self.fs.replace(temp, backup)

@@ -26,8 +26,7 @@ class WriterLock:
         self.timeout = timeout
         self._thread_lock = threading.Lock()
         self._depth = _Depth()
-        # One file-lock object for every acquisition: building one costs more than using it.
-        self._file_lock = fs.lock(path, timeout)
+        self._file_lock = fs.lock(path, timeout)  # the file system reuses the object
 
     @property
     def held(self) -> bool:
@@ -42,6 +41,7 @@ class WriterLock:
         if not self._thread_lock.acquire(timeout=self.timeout if self.timeout >= 0 else -1):
             raise LockTimeoutError(None, "<threads of this process>", self.timeout)
         try:
+            self._file_lock = self.fs.lock(self.path, self.timeout)  # anew: after a fork too
             self._file_lock.__enter__()
         except TimeoutError:
             self._thread_lock.release()

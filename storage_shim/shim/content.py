@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import codecs
 import json
 
 import orjson
 
-_ONLY_PYTHON_READS = (b"NaN", b"Infinity", b"\\ud", b"\\uD")
-"""What Python's json writes and reads back but orjson refuses: constants and lone surrogates."""
+from ..codec import python_may_read
 
 
 def parses_as_json(data: bytes, encoding: str | None = None) -> bool:
@@ -25,24 +23,13 @@ def parses_as_json(data: bytes, encoding: str | None = None) -> bool:
         pass
     else:
         return True
-    if not _python_may_read(data, encoding):
+    if not python_may_read(data, encoding):
         return False
     try:
         json.loads(data if encoding is None else data.decode(encoding))
     except (ValueError, RecursionError):
         return False
     return True
-
-
-def _python_may_read(data: bytes, encoding: str | None) -> bool:
-    if encoding is not None and codecs.lookup(encoding).name != "utf-8":
-        return True
-    head = data[:4]
-    return (
-        head.startswith(codecs.BOM_UTF8)
-        or b"\x00" in head
-        or any(marker in data for marker in _ONLY_PYTHON_READS)
-    )
 
 
 def whole_lines_end(data: bytes) -> int:

@@ -483,6 +483,10 @@ class SimFS(FileSystem):
                 Unlink(parent, name, ino), f"unlink {path}", self._origin.get((parent, name))
             )
 
+    def link(self, src: str, dst: str) -> None:
+        """Not simulated: no backend step the crash states cover makes a second name."""
+        raise _error(errno.EPERM, dst)
+
     def mkdir(self, path: str) -> None:
         with self._guard:
             parent, name, ino = self.image.lookup(path)
