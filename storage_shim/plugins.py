@@ -83,7 +83,7 @@ def load_entry_points(pm: pluggy.PluginManager) -> None:
             ) from exc
 
 
-_scanned: tuple[tuple[tuple[str, int], ...], tuple[Any, ...]] | None = None
+_scanned: tuple[tuple[object, ...], tuple[Any, ...]] | None = None
 
 
 def _entry_points() -> tuple[Any, ...]:
@@ -95,9 +95,10 @@ def _entry_points() -> tuple[Any, ...]:
     global _scanned  # noqa: PLW0603  # one cache per process, like importlib's own
     import importlib.metadata  # noqa: PLC0415  # here, not at import: it costs more than the rest
 
-    state = tuple((entry, _mtime(entry)) for entry in sys.path)
+    scan = importlib.metadata.entry_points  # a test may replace it
+    state = (scan, *((entry, _mtime(entry)) for entry in sys.path))
     if _scanned is None or _scanned[0] != state:
-        found = tuple(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        found = tuple(scan(group=ENTRY_POINT_GROUP))
         _scanned = (state, found)
     return _scanned[1]
 
