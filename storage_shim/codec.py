@@ -36,8 +36,9 @@ def encode(value: object) -> bytes:
     except (TypeError, orjson.JSONEncodeError) as exc:
         path, reason = find_problem(value) or ("$", str(exc))
         raise SerializationError(path, reason) from exc
-    # NaN and Infinity come out as null, so only output holding a null needs the walk.
-    if _NULL in data:
+    # NaN and Infinity come out as null, so only output holding a null may hide one; reading it
+    # back (C speed) finds it, and only a difference (NaN, or a tuple now a list) needs the walk.
+    if _NULL in data and orjson.loads(data) != value:
         problem = find_problem(value)
         if problem:
             raise SerializationError(*problem)
