@@ -230,7 +230,10 @@ class FileSystem:
 
     def read_fd(self, fd: int) -> bytes:
         size = self.fstat(fd).st_size
-        chunks = [self.read(fd, max(size, 1) + 1)]
+        first = self.read(fd, max(size, 1) + 1)
+        if len(first) <= size:  # a regular file's read stops short only at its end
+            return first
+        chunks = [first]
         while chunks[-1]:
             chunks.append(self.read(fd, _CHUNK))
         return b"".join(chunks)
