@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
+import operator
 import os
 import threading
 import time
@@ -404,18 +406,21 @@ class Store:
         for name in sorted(self.targets):
             backend = self.backend(name)
             listers.setdefault(backend.namespace, (name, backend))
+        if len(listers) == 1:
+            ((name, backend),) = listers.values()
+            with self._errors(name, parsed):
+                ordered = sorted(backend.list(parsed))  # linear when the backend lists in order
+            if any(map(operator.eq, ordered, itertools.islice(ordered, 1, None))):
+                ordered = sorted(set(ordered))  # a backend listed a key twice
+            return ordered
         keys: set[Key] = set()
         for name, backend in listers.values():
             with self._errors(name, parsed):
-                found = backend.list(parsed)
-                if len(listers) == 1:
-                    keys.update(found)
-                else:  # keep each key only where routing sends it
-                    keys.update(
-                        k
-                        for k in found
-                        if self.backend(self._route(k)).namespace == backend.namespace
-                    )
+                keys.update(  # keep each key only where routing sends it
+                    k
+                    for k in backend.list(parsed)
+                    if self.backend(self._route(k)).namespace == backend.namespace
+                )
         return sorted(keys)
 
     # -- writing ------------------------------------------------------------------------

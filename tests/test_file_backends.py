@@ -277,3 +277,15 @@ def test_list_does_not_follow_a_planted_directory_link(tmp_path: Path, backend: 
             store.list("ext")
         with pytest.raises(ss.UnsafePathError):
             store.list("ext/inner")
+
+
+@pytest.mark.parametrize("backend", FILE_BACKENDS)
+def test_listing_walks_in_key_order(tmp_path: Path, backend: str) -> None:
+    """The walk emits keys sorted, a document before the directory of the same name."""
+    keys = [("b",), ("a", "z"), ("a-c",), ("a",), ("a.b",), ("a", "a", "x"), ("a", "a"), ("A",)]
+    with ss.open_store(tmp_path, backend) as store:
+        for key in keys:
+            store.write(key, 1)
+        assert list(store.backend(backend).list(())) == sorted(keys)
+        assert store.list() == sorted(keys)
+        assert store.list("a") == [("a",), ("a", "a"), ("a", "a", "x"), ("a", "z")]

@@ -237,21 +237,32 @@ class FileBackend(Backend):
         return iter(found)
 
     def _collect(self, directory: str, prefix: Key, found: builtins.list[Key]) -> None:
-        """Depth first into ``found``: one list, not a generator per directory level."""
+        """Depth first into ``found``, in key order: the store's sort then has nothing to do.
+
+        Each directory's names are sorted (C speed, a few at a time) with a
+        document before the directory of the same name, as ``("a",) < ("a", "b")``.
+        """
         try:
             entries = list(self.fs.scandir(directory))
         except (FileNotFoundError, NotADirectoryError):
             return
+        segments: builtins.list[tuple[str, bool]] = []
         for name, is_dir, is_file in entries:
             if name[0] == ".":
                 continue
             if is_dir:
                 if is_valid_segment(name) and is_directory_segment(name):
-                    self._collect(os.path.join(directory, name), (*prefix, name), found)
+                    segments.append((name, True))
             elif is_file and name.endswith(SUFFIX):
                 stem = name[: -len(SUFFIX)]
                 if is_valid_segment(stem):
-                    found.append((*prefix, stem))
+                    segments.append((stem, False))
+        segments.sort()
+        for segment, is_dir in segments:
+            if is_dir:
+                self._collect(os.path.join(directory, segment), (*prefix, segment), found)
+            else:
+                found.append((*prefix, segment))
 
     def quarantine(self, key: Key, data: bytes) -> str | None:
         """Move the document's file into the quarantine, by rename, under the key's lock.
