@@ -54,7 +54,8 @@ def test_the_targets_of_the_selected_subjects_are_judged(small_run: Report) -> N
     verdicts = {v.name: v for v in small_run.verdicts}
     for name in ("atomic durable write of 2 KB", "journal read of 2 KB"):
         assert verdicts[name].measured is not None
-        assert verdicts[name].status in {"met", "MISSED"}
+        assert verdicts[name].met is not None  # judged; which way depends on the machine
+        assert verdicts[name].status.split(" (")[0] in {"met", "MISSED"}
     assert verdicts["journal durable writes, 8 threads"].status == "not measured"
 
 
