@@ -334,6 +334,8 @@ class JournalBackend(FileBackend):
         a record another process is writing right now.
         """
         assert self._header is not None
+        if not any(self.fs.pread(self._fd, records.RECORD_HEADER_SIZE, self._offset)):
+            return  # zeros or the end: nothing appended since the last look (most reads)
         window = _Window(self.fs, self._fd)
         while True:
             step = self._read_step(window)
