@@ -68,10 +68,8 @@ _ONLY_PYTHON_READS = (b"NaN", b"Infinity", b"\\ud", b"\\uD")
 """What Python's json writes and reads back but orjson refuses: constants and lone surrogates."""
 
 
-def python_may_read(data: bytes, encoding: str | None = None) -> bool:
-    """Whether the standard library may read what orjson refused (``encoding``: a text handle's)."""
-    if encoding is not None and codecs.lookup(encoding).name != "utf-8":
-        return True
+def python_may_read(data: bytes) -> bool:
+    """Whether the standard library may read UTF-8 (or BOM-marked) bytes that orjson refused."""
     head = data[:4]
     return (
         head.startswith(codecs.BOM_UTF8)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from . import codec
 from ._types import Key
-from .backend import Backend, BackendSpec
+from .backend import Backend
 from .backends.atomic import AtomicBackend
 from .backends.files import QUARANTINE_AREA, STATE_DIR, FileBackend
 from .backends.journal import JournalBackend, JournalState
@@ -152,13 +152,9 @@ def diagnose(
 def _keeps_files(backend: str | None, options: dict[str, Any]) -> bool:
     if backend is None:
         return True
-    spec = _specs(options).get(backend)
+    spec = backend_specs(options.get("plugins", ())).get(backend)
     factory = spec.factory if spec is not None else None
     return isinstance(factory, type) and issubclass(factory, FileBackend)
-
-
-def _specs(options: dict[str, Any]) -> Mapping[str, BackendSpec]:
-    return backend_specs(options.get("plugins", ()))
 
 
 def _check_document(

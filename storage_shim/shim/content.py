@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 
-import orjson
-
-from ..codec import python_may_read
+from .. import codec
 
 
 def parses_as_json(data: bytes, encoding: str | None = None) -> bool:
     """Whether ``json.load`` reads ``data`` back (decoded with ``encoding``, a text handle's).
 
-    orjson first (fast); the standard library (ten times slower) only for
-    what orjson refuses and Python reads: ``NaN``, ``Infinity``, lone
-    surrogates, a BOM, UTF-16 and other encodings. A document half written
-    (the usual refusal) costs one orjson pass.
+    UTF-8 goes through the store's own reading (orjson, the standard library
+    only for what orjson refuses and Python reads), so the shim publishes
+    exactly what the store will read; another encoding is decoded first.
     """
     try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
-    else:
-        return True
-    if not python_may_read(data, encoding):
-        return False
-    try:
-        json.loads(data if encoding is None else data.decode(encoding))
+        if encoding is None or codecs.lookup(encoding).name == "utf-8":
+            codec.decode(data)
+        else:
+            json.loads(data.decode(encoding))
     except (ValueError, RecursionError):
         return False
     return True
